@@ -1,1 +1,21 @@
-fn main() {}
+use clap::Parser;
+
+fn main() -> std::process::ExitCode {
+    let cli = procinst::cli::Cli::parse();
+    procinst::telemetry::init(cli.settings.log_format);
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("procinst: cannot start the runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(procinst::cli::run(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            eprintln!("procinst: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,31 @@
+/// What went wrong with RabbitMQ.
+#[derive(Debug, thiserror::Error)]
+pub enum BrokerError {
+    /// The connection could not be made; the URL is given redacted.
+    #[error("cannot connect to RabbitMQ at {url}")]
+    Connect {
+        url: String,
+        #[source]
+        source: lapin::Error,
+    },
+    /// A queue or exchange exists with other arguments: a configuration
+    /// error that retrying cannot fix.
+    #[error("{kind} {name} exists with other arguments: {detail}")]
+    Topology {
+        kind: &'static str,
+        name: String,
+        detail: String,
+    },
+    /// The broker refused to take a message (basic.nack).
+    #[error("the broker refused a message published to {routing_key}")]
+    Nacked { routing_key: String },
+    #[error("RabbitMQ error")]
+    Amqp(#[from] lapin::Error),
+}
+
+impl BrokerError {
+    /// Configuration errors stop the worker; everything else is retried.
+    pub fn is_fatal(&self) -> bool {
+        matches!(self, BrokerError::Topology { .. })
+    }
+}

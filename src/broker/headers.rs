@@ -1,0 +1,90 @@
+//! Headers procinst puts on the dead-letter copies it publishes, and reading
+//! them (and RabbitMQ's own `x-death`) back for `procinst dlq`.
+
+use lapin::types::{AMQPValue, FieldTable};
+
+/// Why procinst dead-lettered the message (`too_large`, `not_json`, ...).
+pub const REASON: &str = "x-procinst-reason";
+/// A one-line explanation, free of secrets.
+pub const DETAIL: &str = "x-procinst-detail";
+/// How many times procinst dead-lettered this message (replays included).
+pub const COUNT: &str = "x-procinst-death-count";
+/// Unix seconds of the first and of the latest dead-lettering by procinst.
+pub const FIRST_DEATH: &str = "x-procinst-first-death";
+pub const LAST_DEATH: &str = "x-procinst-last-death";
+
+/// The headers of a dead-letter copy, carrying forward the count and first
+/// time from an earlier death of the same message.
+pub fn dead_letter_headers(
+    original: Option<&FieldTable>,
+    reason: &str,
+    detail: &str,
+    now_unix: u64,
+) -> FieldTable {
+    let mut headers = original.cloned().unwrap_or_default();
+    let count = original.and_then(|h| int(h, COUNT)).unwrap_or(0) + 1;
+    let first = original
+        .and_then(|h| int(h, FIRST_DEATH))
+        .unwrap_or(now_unix as i64);
+    headers.insert(REASON.into(), AMQPValue::LongString(reason.into()));
+    headers.insert(DETAIL.into(), AMQPValue::LongString(detail.into()));
+    headers.insert(COUNT.into(), AMQPValue::LongLongInt(count));
+    headers.insert(FIRST_DEATH.into(), AMQPValue::LongLongInt(first));
+    headers.insert(LAST_DEATH.into(), AMQPValue::LongLongInt(now_unix as i64));
+    headers
+}
+
+/// A header as an integer, whatever integer type the sender chose.
+pub fn int(headers: &FieldTable, key: &str) -> Option<i64> {
+    match headers.inner().get(key)? {
+        AMQPValue::ShortShortInt(v) => Some(i64::from(*v)),
+        AMQPValue::ShortShortUInt(v) => Some(i64::from(*v)),
+        AMQPValue::ShortInt(v) => Some(i64::from(*v)),
+        AMQPValue::ShortUInt(v) => Some(i64::from(*v)),
+        AMQPValue::LongInt(v) => Some(i64::from(*v)),
+        AMQPValue::LongUInt(v) => Some(i64::from(*v)),
+        AMQPValue::LongLongInt(v) => Some(*v),
+        AMQPValue::Timestamp(v) => i64::try_from(*v).ok(),
+        _ => None,
+    }
+}
+
+/// A header as text.
+pub fn text(headers: &FieldTable, key: &str) -> Option<String> {
+    match headers.inner().get(key)? {
+        AMQPValue::LongString(s) => Some(String::from_utf8_lossy(s.as_bytes()).into_owned()),
+        AMQPValue::ShortString(s) => Some(s.as_str().to_owned()),
+        _ => None,
+    }
+}
+
+/// What RabbitMQ's `x-death` header says of the first entry (the most
+/// recent death): reason, count, and time in unix seconds.
+pub fn x_death(headers: &FieldTable) -> Option<(String, i64, Option<i64>)> {
+    let AMQPValue::FieldArray(deaths) = headers.inner().get("x-death")? else {
+        return None;
+    };
+    let AMQPValue::FieldTable(entry) = deaths.as_slice().first()? else {
+        return None;
+    };
+    let reason = text(entry, "reason").unwrap_or_else(|| "unknown".to_owned());
+    let count = int(entry, "count").unwrap_or(1);
+    let time = int(entry, "time");
+    Some((reason, count, time))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_second_death_counts_up_and_keeps_the_first_time() {
+        let first = dead_letter_headers(None, "not_json", "bad", 100);
+        assert_eq!(int(&first, COUNT), Some(1));
+        let second = dead_letter_headers(Some(&first), "not_json", "bad", 200);
+        assert_eq!(int(&second, COUNT), Some(2));
+        assert_eq!(int(&second, FIRST_DEATH), Some(100));
+        assert_eq!(int(&second, LAST_DEATH), Some(200));
+        assert_eq!(text(&second, REASON).as_deref(), Some("not_json"));
+    }
+}

@@ -1,0 +1,91 @@
+use std::time::Duration;
+
+use futures::future::join_all;
+use lapin::{BasicProperties, Channel, Confirmation, options::BasicPublishOptions};
+
+use super::BrokerError;
+
+/// Times a nacked message is published again before the caller is told.
+const NACK_RETRIES: u32 = 3;
+const NACK_BACKOFF: Duration = Duration::from_millis(50);
+
+/// A message to publish: where, what, and with which properties.
+#[derive(Debug, Clone)]
+pub struct Outgoing<'a> {
+    pub exchange: &'a str,
+    pub routing_key: &'a str,
+    pub body: &'a [u8],
+    pub properties: BasicProperties,
+}
+
+/// Publishes on a channel in confirm mode, many messages in flight at once.
+#[derive(Clone)]
+pub struct Publisher {
+    channel: Channel,
+}
+
+impl Publisher {
+    /// `channel` must already be in confirm mode.
+    pub fn new(channel: Channel) -> Self {
+        Self { channel }
+    }
+
+    pub fn channel(&self) -> &Channel {
+        &self.channel
+    }
+
+    /// Publishes every message and returns once the broker confirmed all of
+    /// them. Confirms are awaited together, not one by one; a nacked message
+    /// is published again a few times before [`BrokerError::Nacked`].
+    pub async fn publish_all(&self, messages: &[Outgoing<'_>]) -> Result<(), BrokerError> {
+        let mut pending: Vec<&Outgoing<'_>> = messages.iter().collect();
+        for attempt in 0..=NACK_RETRIES {
+            if attempt > 0 {
+                tokio::time::sleep(NACK_BACKOFF * attempt).await;
+            }
+            let mut confirms = Vec::with_capacity(pending.len());
+            for message in &pending {
+                confirms.push(self.send(message).await?);
+            }
+            let results = join_all(confirms).await;
+            let mut nacked = Vec::new();
+            for (message, result) in pending.iter().zip(results) {
+                if let Confirmation::Nack(_) = result? {
+                    nacked.push(*message);
+                }
+            }
+            if nacked.is_empty() {
+                return Ok(());
+            }
+            metrics::counter!("procinst_publish_nacks_total").increment(nacked.len() as u64);
+            pending = nacked;
+        }
+        Err(BrokerError::Nacked {
+            routing_key: pending
+                .first()
+                .map(|m| m.routing_key.to_owned())
+                .unwrap_or_default(),
+        })
+    }
+
+    async fn send(&self, message: &Outgoing<'_>) -> Result<lapin::PublisherConfirm, BrokerError> {
+        Ok(self
+            .channel
+            .basic_publish(
+                message.exchange.into(),
+                message.routing_key.into(),
+                BasicPublishOptions::default(),
+                message.body,
+                message.properties.clone(),
+            )
+            .await?)
+    }
+}
+
+/// Properties of a reply: persistent JSON, correlated to its request.
+pub fn reply_properties(correlation_id: &str) -> BasicProperties {
+    BasicProperties::default()
+        .with_content_type("application/json".into())
+        .with_delivery_mode(2)
+        .with_correlation_id(correlation_id.into())
+}

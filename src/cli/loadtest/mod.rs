@@ -1,0 +1,269 @@
+//! `procinst loadtest`: synthetic requests against a running worker, with
+//! an optional broker-only baseline (`--echo`) measured in the same run.
+
+mod echo;
+mod phase;
+mod procstat;
+
+use std::{
+    process::ExitCode,
+    sync::{Arc, Mutex},
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
+use clap::Args;
+use serde::Serialize;
+use serde_json::json;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Settings;
+use crate::store::{self, service_instance::ServiceInstanceRow};
+use phase::{Load, Measured};
+
+/// Business and first service instance id the load generator owns.
+const LOAD_BIZ: i64 = 900_000;
+const LOAD_SI_BASE: i64 = 900_000_000;
+
+#[derive(Args, Debug)]
+pub struct LoadtestArgs {
+    /// Requests to send.
+    #[arg(long, default_value_t = 10_000)]
+    requests: usize,
+    /// Processes in each request.
+    #[arg(long, default_value_t = 4)]
+    processes_per_request: usize,
+    /// Requests per second (default: as fast as --concurrency allows).
+    #[arg(long)]
+    rate: Option<f64>,
+    /// Most requests awaiting their reply at once.
+    #[arg(long, default_value_t = 2_000)]
+    concurrency: usize,
+    /// First measure the broker-only round trip with an in-process
+    /// responder, and report the worker as a fraction of it.
+    #[arg(long)]
+    echo: bool,
+    /// Service instances the requests are spread over.
+    #[arg(long, default_value_t = 64)]
+    service_instances: i64,
+    /// A worker process whose CPU time and peak RSS to report (repeatable).
+    #[arg(long = "worker-pid")]
+    worker_pids: Vec<u32>,
+    /// Print the report as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Serialize)]
+struct Report {
+    processes_per_request: usize,
+    body_bytes: usize,
+    echo: Option<Measured>,
+    worker: Measured,
+    worker_processes_per_s: f64,
+    worker_over_echo: Option<f64>,
+    worker_cpu_s_per_1000_requests: Option<f64>,
+    worker_peak_rss_mib: Option<f64>,
+}
+
+pub async fn run(settings: &Settings, args: LoadtestArgs) -> anyhow::Result<ExitCode> {
+    let run_id = format!(
+        "lt{}",
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_millis())
+            .unwrap_or(0)
+    );
+    prepare_service_instances(settings, args.service_instances.max(1)).await?;
+    let body = |i: usize| {
+        request_body(
+            &run_id,
+            i,
+            args.processes_per_request,
+            args.service_instances.max(1),
+        )
+    };
+    let body_bytes = body(0).len();
+
+    let echo = if args.echo {
+        let queue = format!("procinst.loadtest.echo.{run_id}");
+        let stop = CancellationToken::new();
+        let server = tokio::spawn({
+            let (settings, queue, stop) = (settings.clone(), queue.clone(), stop.clone());
+            async move { echo::serve(&settings, &queue, stop).await }
+        });
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let load = Load {
+            amqp_url: &settings.amqp_url,
+            queue: &queue,
+            run_id: &format!("{run_id}e"),
+            requests: args.requests,
+            rate: args.rate,
+            concurrency: args.concurrency,
+        };
+        let measured = phase::run(&load, &body).await;
+        stop.cancel();
+        server.await??;
+        Some(measured?)
+    } else {
+        None
+    };
+
+    let cpu_before: Vec<Option<f64>> = args
+        .worker_pids
+        .iter()
+        .map(|p| procstat::cpu_seconds(*p))
+        .collect();
+    let peak = Arc::new(Mutex::new(None::<f64>));
+    let sampler = tokio::spawn(sample_rss(args.worker_pids.clone(), peak.clone()));
+    let load = Load {
+        amqp_url: &settings.amqp_url,
+        queue: &settings.topology.request_queue,
+        run_id: &run_id,
+        requests: args.requests,
+        rate: args.rate,
+        concurrency: args.concurrency,
+    };
+    let worker = phase::run(&load, &body).await?;
+    sampler.abort();
+    let cpu: Option<f64> = args
+        .worker_pids
+        .iter()
+        .zip(cpu_before)
+        .map(|(pid, before)| Some(procstat::cpu_seconds(*pid)? - before?))
+        .sum();
+
+    let report = Report {
+        processes_per_request: args.processes_per_request,
+        body_bytes,
+        worker_processes_per_s: worker.requests_per_s * args.processes_per_request as f64,
+        worker_over_echo: echo
+            .as_ref()
+            .map(|e| worker.requests_per_s / e.requests_per_s.max(f64::EPSILON)),
+        worker_cpu_s_per_1000_requests: cpu
+            .filter(|_| worker.answered > 0)
+            .map(|c| c * 1000.0 / worker.answered as f64),
+        worker_peak_rss_mib: *peak
+            .lock()
+            .map_err(|_| anyhow::anyhow!("sampler panicked"))?,
+        echo,
+        worker,
+    };
+    print_report(&report, args.json)?;
+    let complete = report.worker.answered == args.requests && report.worker.errors == 0;
+    Ok(if complete {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+async fn prepare_service_instances(settings: &Settings, count: i64) -> anyhow::Result<()> {
+    super::migrate::prepare_database(settings).await?;
+    let rows: Vec<ServiceInstanceRow> = (0..count)
+        .map(|i| ServiceInstanceRow {
+            id: LOAD_SI_BASE + i,
+            bk_biz_id: LOAD_BIZ,
+            bk_supplier_account: "0".to_owned(),
+            name: format!("loadtest-{i}"),
+            service_template_id: 0,
+            bk_host_id: 1,
+        })
+        .collect();
+    let pool = store::connect_pool(&settings.database_url, 1)?;
+    let mut client = pool.get().await?;
+    store::service_instance::upsert_all(&mut client, &rows).await?;
+    Ok(())
+}
+
+/// A request of about 1.9 KB with `processes` processes and bind_info,
+/// unique to this run so that every request creates rows.
+fn request_body(run_id: &str, i: usize, processes: usize, service_instances: i64) -> Vec<u8> {
+    let processes: Vec<serde_json::Value> = (0..processes)
+        .map(|p| {
+            json!({"process_info": {
+                "bk_process_name": format!("{run_id}-{i}-{p}"),
+                "bk_func_name": format!("func-{run_id}-{i}-{p}"),
+                "bk_start_param_regex": "--port=\\d+",
+                "work_path": "/data/app/current",
+                "pid_file": "/data/app/run/app.pid",
+                "start_cmd": "./bin/start.sh --daemon",
+                "stop_cmd": "./bin/stop.sh",
+                "user": "app",
+                "proc_num": 1, "priority": 1, "timeout": 30, "auto_start": true,
+                "bind_info": [{"enable": true, "ip": "127.0.0.1", "port": "8000-8010", "protocol": "1", "template_row_id": p}]
+            }})
+        })
+        .collect();
+    let si = LOAD_SI_BASE + (i as i64 % service_instances);
+    serde_json::to_vec(&json!({
+        "request_id": format!("{run_id}-{i}"),
+        "bk_biz_id": LOAD_BIZ,
+        "service_instance_id": si,
+        "bk_username": "loadtest",
+        "processes": processes,
+    }))
+    .unwrap_or_default()
+}
+
+async fn sample_rss(pids: Vec<u32>, peak: Arc<Mutex<Option<f64>>>) {
+    loop {
+        let total: Option<f64> = pids.iter().map(|p| procstat::rss_mib(*p)).sum();
+        if let (Some(total), Ok(mut peak)) = (total, peak.lock()) {
+            *peak = Some(peak.map_or(total, |p| p.max(total)));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn print_report(report: &Report, json: bool) -> anyhow::Result<()> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(report)?);
+        return Ok(());
+    }
+    println!(
+        "{} processes per request, {} bytes per request",
+        report.processes_per_request, report.body_bytes
+    );
+    println!(
+        "{:<8} {:>9} {:>9} {:>8} {:>10} {:>8} {:>8} {:>8} {:>8} {:>7}",
+        "mode",
+        "requests",
+        "answered",
+        "seconds",
+        "req/s",
+        "p50 ms",
+        "p90 ms",
+        "p99 ms",
+        "max ms",
+        "errors"
+    );
+    let row = |name: &str, m: &Measured| {
+        println!(
+            "{name:<8} {:>9} {:>9} {:>8.2} {:>10.0} {:>8.1} {:>8.1} {:>8.1} {:>8.1} {:>7}",
+            m.requests,
+            m.answered,
+            m.seconds,
+            m.requests_per_s,
+            m.p50_ms,
+            m.p90_ms,
+            m.p99_ms,
+            m.max_ms,
+            m.errors
+        );
+    };
+    if let Some(echo) = &report.echo {
+        row("echo", echo);
+    }
+    row("worker", &report.worker);
+    println!("worker processes/s: {:.0}", report.worker_processes_per_s);
+    if let Some(ratio) = report.worker_over_echo {
+        println!("worker / echo: {ratio:.2}");
+    }
+    if let Some(cpu) = report.worker_cpu_s_per_1000_requests {
+        println!("worker CPU per 1000 requests: {cpu:.3} s");
+    }
+    if let Some(rss) = report.worker_peak_rss_mib {
+        println!("worker peak RSS: {rss:.1} MiB");
+    }
+    Ok(())
+}

@@ -1,0 +1,168 @@
+//! One measured run: publish N requests to a queue, wait for N replies on a
+//! private inbox, and record each publish-to-reply latency.
+
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use futures::{StreamExt, stream::FuturesUnordered};
+use lapin::{BasicProperties, options::BasicPublishOptions};
+use serde::Serialize;
+use tokio::sync::Semaphore;
+
+use crate::broker::{self, Inbox};
+
+/// Longest silence tolerated while waiting for replies.
+const REPLY_IDLE_LIMIT: Duration = Duration::from_secs(60);
+/// Most confirms awaited at once while publishing.
+const CONFIRMS_IN_FLIGHT: usize = 1024;
+
+/// How a phase is driven.
+pub struct Load<'a> {
+    pub amqp_url: &'a str,
+    pub queue: &'a str,
+    pub run_id: &'a str,
+    pub requests: usize,
+    pub rate: Option<f64>,
+    pub concurrency: usize,
+}
+
+/// What a phase measured.
+#[derive(Debug, Clone, Serialize)]
+pub struct Measured {
+    pub requests: usize,
+    pub answered: usize,
+    pub errors: usize,
+    pub seconds: f64,
+    pub requests_per_s: f64,
+    pub p50_ms: f64,
+    pub p90_ms: f64,
+    pub p99_ms: f64,
+    pub max_ms: f64,
+}
+
+/// Publishes `body(i)` for every request and measures until all replies are in.
+pub async fn run(load: &Load<'_>, body: impl Fn(usize) -> Vec<u8>) -> anyhow::Result<Measured> {
+    let broker = broker::connect(load.amqp_url, "procinst loadtest").await?;
+    let inbox = Inbox::open(&broker.consume).await?;
+    let reply_to = inbox.name.clone();
+    let start = Instant::now();
+    let sent: Arc<Vec<AtomicU64>> =
+        Arc::new((0..load.requests).map(|_| AtomicU64::new(0)).collect());
+    let permits = Arc::new(Semaphore::new(load.concurrency.max(1)));
+    let reader = tokio::spawn(read_replies(
+        inbox,
+        load.requests,
+        start,
+        sent.clone(),
+        permits.clone(),
+    ));
+
+    let mut confirms = FuturesUnordered::new();
+    for i in 0..load.requests {
+        permits.acquire().await?.forget();
+        if let Some(rate) = load.rate.filter(|r| *r > 0.0) {
+            tokio::time::sleep_until((start + Duration::from_secs_f64(i as f64 / rate)).into())
+                .await;
+        }
+        let correlation = format!("{}-{i}", load.run_id);
+        let properties = BasicProperties::default()
+            .with_delivery_mode(2)
+            .with_content_type("application/json".into())
+            .with_reply_to(reply_to.as_str().into())
+            .with_correlation_id(correlation.as_str().into());
+        sent[i].store(start.elapsed().as_nanos() as u64, Ordering::Relaxed);
+        let confirm = broker
+            .publish
+            .basic_publish(
+                "".into(),
+                load.queue.into(),
+                BasicPublishOptions::default(),
+                &body(i),
+                properties,
+            )
+            .await?;
+        confirms.push(confirm);
+        while confirms.len() >= CONFIRMS_IN_FLIGHT {
+            if let Some(result) = confirms.next().await {
+                anyhow::ensure!(result?.is_ack(), "the broker refused a request");
+            }
+        }
+    }
+    while let Some(result) = confirms.next().await {
+        anyhow::ensure!(result?.is_ack(), "the broker refused a request");
+    }
+    let (latencies, errors) = reader.await??;
+    let seconds = start.elapsed().as_secs_f64();
+    broker.close().await;
+    Ok(summarize(load.requests, latencies, errors, seconds))
+}
+
+async fn read_replies(
+    inbox: Inbox,
+    expected: usize,
+    start: Instant,
+    sent: Arc<Vec<AtomicU64>>,
+    permits: Arc<Semaphore>,
+) -> anyhow::Result<(Vec<Duration>, usize)> {
+    let mut latencies = Vec::with_capacity(expected);
+    let mut errors = 0;
+    let mut replies = Box::pin(inbox.replies());
+    while latencies.len() < expected {
+        let Ok(Some(reply)) = tokio::time::timeout(REPLY_IDLE_LIMIT, replies.next()).await else {
+            eprintln!(
+                "no reply for {REPLY_IDLE_LIMIT:?}; stopping with {} of {expected}",
+                latencies.len()
+            );
+            break;
+        };
+        let reply = reply?;
+        let now = start.elapsed().as_nanos() as u64;
+        let index = reply
+            .correlation_id
+            .as_deref()
+            .and_then(|c| c.rsplit('-').next())
+            .and_then(|i| i.parse::<usize>().ok())
+            .filter(|i| *i < sent.len());
+        let Some(index) = index else { continue };
+        latencies.push(Duration::from_nanos(
+            now.saturating_sub(sent[index].load(Ordering::Relaxed)),
+        ));
+        if !reply.body.starts_with(br#"{"result":true"#) {
+            errors += 1;
+        }
+        permits.add_permits(1);
+    }
+    Ok((latencies, errors))
+}
+
+fn summarize(
+    requests: usize,
+    mut latencies: Vec<Duration>,
+    errors: usize,
+    seconds: f64,
+) -> Measured {
+    latencies.sort_unstable();
+    let pick = |q: f64| -> f64 {
+        if latencies.is_empty() {
+            return 0.0;
+        }
+        let i = ((latencies.len() as f64 * q).ceil() as usize).clamp(1, latencies.len()) - 1;
+        latencies[i].as_secs_f64() * 1000.0
+    };
+    Measured {
+        requests,
+        answered: latencies.len(),
+        errors,
+        seconds,
+        requests_per_s: latencies.len() as f64 / seconds.max(f64::EPSILON),
+        p50_ms: pick(0.50),
+        p90_ms: pick(0.90),
+        p99_ms: pick(0.99),
+        max_ms: pick(1.0),
+    }
+}

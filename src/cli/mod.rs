@@ -1,0 +1,61 @@
+//! The `procinst` command line: one module per subcommand, each with its
+//! arguments and its `run`.
+
+mod dlq;
+mod input;
+mod loadtest;
+mod migrate;
+mod prune;
+mod publish;
+mod run;
+mod service_instance;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::config::Settings;
+
+/// BlueKing CMDB process-instance creation, as a RabbitMQ worker.
+#[derive(Parser, Debug)]
+#[command(name = "procinst", version, about)]
+pub struct Cli {
+    #[command(flatten)]
+    pub settings: Settings,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run the worker (applies pending migrations first).
+    Run,
+    /// Apply pending migrations and exit.
+    Migrate,
+    /// Delete request_log rows older than the retention.
+    Prune,
+    /// Service instances, which CMDB owns.
+    #[command(subcommand)]
+    ServiceInstance(service_instance::Command),
+    /// Publish a JSON Lines file of requests (bulk backfill).
+    Publish(publish::PublishArgs),
+    /// Inspect and replay dead-lettered messages.
+    #[command(subcommand)]
+    Dlq(dlq::Command),
+    /// Measure throughput and latency against a running worker.
+    Loadtest(loadtest::LoadtestArgs),
+}
+
+/// Runs the chosen command; `Err` is printed with its causes by `main`.
+pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    cli.settings.validate()?;
+    match cli.command {
+        Command::Run => run::run(cli.settings).await,
+        Command::Migrate => migrate::run(&cli.settings).await,
+        Command::Prune => prune::run(&cli.settings).await,
+        Command::ServiceInstance(command) => service_instance::run(&cli.settings, command).await,
+        Command::Publish(args) => publish::run(&cli.settings, args).await,
+        Command::Dlq(command) => dlq::run(&cli.settings, command).await,
+        Command::Loadtest(args) => loadtest::run(&cli.settings, args).await,
+    }
+}

@@ -1,0 +1,271 @@
+//! One `Settings` struct, read from flags and environment once at start.
+//!
+//! Every setting of contract section 7 is a flag with an environment variable
+//! behind it. URLs carry credentials, so `Settings` never prints them: its
+//! `Debug` and [`Settings::summary`] go through [`redact_url`].
+
+use std::{fmt, net::SocketAddr, time::Duration};
+
+use clap::{Args, ValueEnum};
+
+/// Names of the queues and exchange the worker declares and uses.
+#[derive(Args, Clone, Debug, PartialEq, Eq)]
+pub struct Topology {
+    /// Queue the requests arrive on.
+    #[arg(
+        long,
+        env = "PROCINST_REQUEST_QUEUE",
+        default_value = "procinst.requests",
+        global = true
+    )]
+    pub request_queue: String,
+    /// Default queue for replies when a request has no `reply_to`.
+    #[arg(
+        long,
+        env = "PROCINST_REPLY_QUEUE",
+        default_value = "procinst.replies",
+        global = true
+    )]
+    pub reply_queue: String,
+    /// Queue that keeps unreadable and poisonous messages.
+    #[arg(
+        long,
+        env = "PROCINST_DEAD_LETTER_QUEUE",
+        default_value = "procinst.dead",
+        global = true
+    )]
+    pub dead_letter_queue: String,
+    /// Exchange the request queue dead-letters into.
+    #[arg(
+        long,
+        env = "PROCINST_DEAD_LETTER_EXCHANGE",
+        default_value = "procinst.dlx",
+        global = true
+    )]
+    pub dead_letter_exchange: String,
+    /// Deliveries of one message before the broker dead-letters it.
+    #[arg(
+        long,
+        env = "PROCINST_DELIVERY_LIMIT",
+        default_value_t = 10,
+        global = true
+    )]
+    pub delivery_limit: u32,
+}
+
+/// Log line format.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Everything the commands need to know about their surroundings.
+#[derive(Args, Clone)]
+pub struct Settings {
+    /// RabbitMQ URL (credentials are never logged).
+    #[arg(
+        long,
+        env = "AMQP_URL",
+        default_value = "amqp://guest:guest@127.0.0.1:5672/%2f",
+        global = true
+    )]
+    pub amqp_url: String,
+    /// PostgreSQL URL (credentials are never logged).
+    #[arg(
+        long,
+        env = "DATABASE_URL",
+        default_value = "postgres://postgres@127.0.0.1:5432/procinst",
+        global = true
+    )]
+    pub database_url: String,
+    #[command(flatten)]
+    pub topology: Topology,
+    /// Unacknowledged deliveries the broker may hand this worker.
+    #[arg(long, env = "PROCINST_PREFETCH", default_value_t = 512, global = true)]
+    pub prefetch: u16,
+    /// Most requests written in one database transaction.
+    #[arg(
+        long,
+        env = "PROCINST_BATCH_SIZE",
+        default_value_t = 256,
+        global = true
+    )]
+    pub batch_size: usize,
+    /// How long a batch waits for more deliveries after its first one.
+    #[arg(
+        long,
+        env = "PROCINST_BATCH_LINGER_MS",
+        default_value_t = 5,
+        global = true
+    )]
+    pub batch_linger_ms: u64,
+    /// Database connections kept by the worker.
+    #[arg(
+        long,
+        env = "PROCINST_DB_POOL_SIZE",
+        default_value_t = 4,
+        global = true
+    )]
+    pub db_pool_size: usize,
+    /// Largest request body read; larger ones are dead-lettered unparsed.
+    #[arg(
+        long,
+        env = "PROCINST_MAX_BODY_BYTES",
+        default_value_t = 1_048_576,
+        global = true
+    )]
+    pub max_body_bytes: usize,
+    /// How long a stored reply answers a repeated `request_id`.
+    #[arg(
+        long,
+        env = "PROCINST_REQUEST_RETENTION_HOURS",
+        default_value_t = 168,
+        global = true
+    )]
+    pub request_retention_hours: u32,
+    /// Address of /metrics, /healthz and /readyz.
+    #[arg(
+        long,
+        env = "PROCINST_HTTP_ADDR",
+        default_value = "127.0.0.1:9464",
+        global = true
+    )]
+    pub http_addr: SocketAddr,
+    /// Seconds allowed to drain in-flight work after SIGTERM or SIGINT.
+    #[arg(
+        long,
+        env = "PROCINST_SHUTDOWN_TIMEOUT_S",
+        default_value_t = 30,
+        global = true
+    )]
+    pub shutdown_timeout_s: u64,
+    /// Log format; `RUST_LOG` filters.
+    #[arg(
+        long,
+        env = "PROCINST_LOG_FORMAT",
+        value_enum,
+        default_value = "text",
+        global = true
+    )]
+    pub log_format: LogFormat,
+}
+
+/// A setting that cannot work, found before anything connects.
+#[derive(Debug, thiserror::Error)]
+pub enum SettingsError {
+    #[error("{0} must be at least 1")]
+    Zero(&'static str),
+    #[error(
+        "PROCINST_PREFETCH ({prefetch}) must be at least PROCINST_BATCH_SIZE ({batch_size}), or batches never fill"
+    )]
+    PrefetchBelowBatch { prefetch: u16, batch_size: usize },
+    #[error("{name} is not a valid URL: {reason}")]
+    Url { name: &'static str, reason: String },
+}
+
+impl Settings {
+    /// Checks what clap cannot: cross-field rules and URL syntax.
+    pub fn validate(&self) -> Result<(), SettingsError> {
+        for (name, value) in [
+            ("PROCINST_PREFETCH", usize::from(self.prefetch)),
+            ("PROCINST_BATCH_SIZE", self.batch_size),
+            ("PROCINST_DB_POOL_SIZE", self.db_pool_size),
+            ("PROCINST_MAX_BODY_BYTES", self.max_body_bytes),
+            (
+                "PROCINST_DELIVERY_LIMIT",
+                self.topology.delivery_limit as usize,
+            ),
+            (
+                "PROCINST_REQUEST_RETENTION_HOURS",
+                self.request_retention_hours as usize,
+            ),
+        ] {
+            if value == 0 {
+                return Err(SettingsError::Zero(name));
+            }
+        }
+        if usize::from(self.prefetch) < self.batch_size {
+            return Err(SettingsError::PrefetchBelowBatch {
+                prefetch: self.prefetch,
+                batch_size: self.batch_size,
+            });
+        }
+        for (name, value) in [
+            ("AMQP_URL", &self.amqp_url),
+            ("DATABASE_URL", &self.database_url),
+        ] {
+            url::Url::parse(value).map_err(|e| SettingsError::Url {
+                name,
+                reason: e.to_string(),
+            })?;
+        }
+        Ok(())
+    }
+
+    pub fn batch_linger(&self) -> Duration {
+        Duration::from_millis(self.batch_linger_ms)
+    }
+
+    pub fn shutdown_timeout(&self) -> Duration {
+        Duration::from_secs(self.shutdown_timeout_s)
+    }
+
+    pub fn retention(&self) -> Duration {
+        Duration::from_secs(u64::from(self.request_retention_hours) * 3600)
+    }
+
+    /// One line with the effective settings, credentials redacted.
+    pub fn summary(&self) -> String {
+        format!("{self:?}")
+    }
+}
+
+impl fmt::Debug for Settings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Settings")
+            .field("amqp_url", &redact_url(&self.amqp_url))
+            .field("database_url", &redact_url(&self.database_url))
+            .field("topology", &self.topology)
+            .field("prefetch", &self.prefetch)
+            .field("batch_size", &self.batch_size)
+            .field("batch_linger_ms", &self.batch_linger_ms)
+            .field("db_pool_size", &self.db_pool_size)
+            .field("max_body_bytes", &self.max_body_bytes)
+            .field("request_retention_hours", &self.request_retention_hours)
+            .field("http_addr", &self.http_addr)
+            .field("shutdown_timeout_s", &self.shutdown_timeout_s)
+            .field("log_format", &self.log_format)
+            .finish()
+    }
+}
+
+/// The URL with its password replaced, for log lines and error messages.
+pub fn redact_url(raw: &str) -> String {
+    match url::Url::parse(raw) {
+        Ok(mut url) => {
+            if url.password().is_some() {
+                // Setting a password only fails for URLs that cannot have one.
+                let _ = url.set_password(Some("***"));
+            }
+            url.to_string()
+        }
+        Err(_) => "<unparseable url>".to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redact_url_hides_the_password_and_keeps_the_rest() {
+        let redacted = redact_url("amqp://guest:s3cret@127.0.0.1:5672/%2f");
+        assert_eq!(redacted, "amqp://guest:***@127.0.0.1:5672/%2f");
+        assert_eq!(
+            redact_url("postgres://postgres@127.0.0.1:5432/procinst"),
+            "postgres://postgres@127.0.0.1:5432/procinst"
+        );
+        assert_eq!(redact_url("not a url with hunter2"), "<unparseable url>");
+    }
+}

@@ -1,0 +1,70 @@
+//! The validated request: what the store writes, with nothing left to check.
+
+use serde_json::{Value, json};
+
+use super::Rejection;
+
+/// A request that passed checks (3) and (4). Its processes carry the outcome
+/// of checks (6) and (7, within the request) separately, because the contract
+/// puts the service instance check (5), which needs the database, between them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Request {
+    pub request_id: String,
+    pub bk_biz_id: i64,
+    /// `"0"` when absent or null, as in bk-cmdb.
+    pub bk_supplier_account: String,
+    pub service_instance_id: i64,
+    /// The creator recorded on the rows; `""` when absent or null.
+    pub bk_username: String,
+    pub processes: Result<Vec<Process>, Rejection>,
+}
+
+/// One valid process_info: strings trimmed, ints in range, bind_info normalised.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Process {
+    pub bk_process_name: String,
+    pub bk_func_name: String,
+    pub bk_start_param_regex: String,
+    pub description: String,
+    pub user: String,
+    pub work_path: String,
+    pub pid_file: String,
+    pub start_cmd: String,
+    pub stop_cmd: String,
+    pub restart_cmd: String,
+    pub reload_cmd: String,
+    pub face_stop_cmd: String,
+    pub proc_num: Option<i32>,
+    pub priority: Option<i32>,
+    pub timeout: Option<i32>,
+    pub bk_start_check_secs: Option<i32>,
+    pub auto_start: bool,
+    /// None when absent or null; else the rows as sent, `row_id` renamed `template_row_id`.
+    pub bind_info: Option<Value>,
+}
+
+impl Process {
+    /// Every field as JSON, for the audit log's detail.
+    pub fn to_json(&self) -> Value {
+        json!({
+            "bk_process_name": self.bk_process_name,
+            "bk_func_name": self.bk_func_name,
+            "bk_start_param_regex": self.bk_start_param_regex,
+            "description": self.description,
+            "user": self.user,
+            "work_path": self.work_path,
+            "pid_file": self.pid_file,
+            "start_cmd": self.start_cmd,
+            "stop_cmd": self.stop_cmd,
+            "restart_cmd": self.restart_cmd,
+            "reload_cmd": self.reload_cmd,
+            "face_stop_cmd": self.face_stop_cmd,
+            "proc_num": self.proc_num,
+            "priority": self.priority,
+            "timeout": self.timeout,
+            "bk_start_check_secs": self.bk_start_check_secs,
+            "auto_start": self.auto_start,
+            "bind_info": self.bind_info,
+        })
+    }
+}

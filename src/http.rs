@@ -1,0 +1,87 @@
+//! `/metrics`, `/healthz` and `/readyz` on `PROCINST_HTTP_ADDR`.
+
+use std::{net::SocketAddr, sync::Arc, time::Duration};
+
+use axum::{Router, extract::State, http::StatusCode, routing::get};
+use deadpool_postgres::Pool;
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use tokio_util::sync::CancellationToken;
+
+use crate::worker::Health;
+
+/// How long `/readyz` waits for a database answer.
+const DB_PROBE_TIMEOUT: Duration = Duration::from_secs(1);
+
+#[derive(Clone)]
+struct AppState {
+    health: Arc<Health>,
+    pool: Pool,
+    metrics: PrometheusHandle,
+}
+
+/// Installs the global Prometheus recorder, with histogram buckets suited to
+/// batch sizes and latencies.
+pub fn install_metrics() -> anyhow::Result<PrometheusHandle> {
+    let handle = PrometheusBuilder::new()
+        .set_buckets_for_metric(
+            Matcher::Full("procinst_batch_size".into()),
+            &[
+                1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0,
+            ],
+        )?
+        .set_buckets_for_metric(
+            Matcher::Full("procinst_batch_seconds".into()),
+            &[
+                0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+            ],
+        )?
+        .install_recorder()?;
+    Ok(handle)
+}
+
+/// Serves until `shutdown` is cancelled.
+pub async fn serve(
+    addr: SocketAddr,
+    health: Arc<Health>,
+    pool: Pool,
+    metrics: PrometheusHandle,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let state = AppState {
+        health,
+        pool,
+        metrics,
+    };
+    let app = Router::new()
+        .route("/metrics", get(render_metrics))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(ready))
+        .with_state(state);
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    tracing::info!(%addr, "http listening");
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async move { shutdown.cancelled().await })
+        .await?;
+    Ok(())
+}
+
+async fn render_metrics(State(state): State<AppState>) -> String {
+    state.metrics.render()
+}
+
+async fn ready(State(state): State<AppState>) -> (StatusCode, String) {
+    if let Err(reason) = state.health.readiness() {
+        return (StatusCode::SERVICE_UNAVAILABLE, format!("{reason}\n"));
+    }
+    let probe = async {
+        let client = state.pool.get().await.ok()?;
+        client.simple_query("SELECT 1").await.ok()
+    };
+    match tokio::time::timeout(DB_PROBE_TIMEOUT, probe).await {
+        Ok(Some(_)) => (StatusCode::OK, "ready\n".to_owned()),
+        _ => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "database is unreachable\n".to_owned(),
+        ),
+    }
+}

@@ -1,0 +1,148 @@
+use std::{collections::HashMap, time::Duration};
+
+use super::{Client, StoreError};
+
+/// A reply stored for a `request_id`, with the hash of what that request meant.
+#[derive(Debug, Clone)]
+pub struct StoredReply {
+    pub meaning: Vec<u8>,
+    pub reply: Vec<u8>,
+}
+
+/// The columns of a service instance that decide whether processes may be
+/// created under it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServiceInstance {
+    pub id: i64,
+    pub bk_biz_id: i64,
+    pub bk_supplier_account: String,
+    pub service_template_id: i64,
+    pub bk_host_id: i64,
+}
+
+/// A process a request wants to create, as far as uniqueness is concerned.
+#[derive(Debug, Clone, Copy)]
+pub struct Candidate<'a> {
+    pub service_instance_id: i64,
+    pub name: &'a str,
+    pub func_name: &'a str,
+    pub start_param_regex: &'a str,
+}
+
+/// A process already in the database that shares a key with a candidate.
+#[derive(Debug, Clone)]
+pub struct Existing {
+    pub service_instance_id: i64,
+    pub name: String,
+    pub func_name: String,
+    pub start_param_regex: String,
+}
+
+/// Everything a batch needs to read before it decides, fetched in one
+/// pipelined round trip.
+#[derive(Debug, Default)]
+pub struct Lookup {
+    pub stored: HashMap<String, StoredReply>,
+    pub service_instances: HashMap<i64, ServiceInstance>,
+    pub existing: Vec<Existing>,
+}
+
+/// Reads stored replies, service instances and colliding processes at once.
+pub async fn lookup(
+    client: &Client,
+    request_ids: &[&str],
+    retention: Duration,
+    service_instance_ids: &[i64],
+    candidates: &[Candidate<'_>],
+) -> Result<Lookup, StoreError> {
+    let (replies, instances, existing) = tokio::try_join!(
+        stored_replies(client, request_ids, retention),
+        service_instances(client, service_instance_ids),
+        existing_processes(client, candidates),
+    )?;
+    Ok(Lookup {
+        stored: replies,
+        service_instances: instances,
+        existing,
+    })
+}
+
+async fn stored_replies(
+    client: &Client,
+    request_ids: &[&str],
+    retention: Duration,
+) -> Result<HashMap<String, StoredReply>, StoreError> {
+    if request_ids.is_empty() {
+        return Ok(HashMap::new());
+    }
+    let statement = client
+        .prepare_cached(include_str!("sql/stored_replies.sql"))
+        .await?;
+    let rows = client
+        .query(&statement, &[&request_ids, &retention.as_secs_f64()])
+        .await?;
+    Ok(rows
+        .into_iter()
+        .map(|row| {
+            let reply = StoredReply {
+                meaning: row.get(1),
+                reply: row.get(2),
+            };
+            (row.get(0), reply)
+        })
+        .collect())
+}
+
+async fn service_instances(
+    client: &Client,
+    ids: &[i64],
+) -> Result<HashMap<i64, ServiceInstance>, StoreError> {
+    if ids.is_empty() {
+        return Ok(HashMap::new());
+    }
+    let statement = client
+        .prepare_cached(include_str!("sql/service_instances.sql"))
+        .await?;
+    let rows = client.query(&statement, &[&ids]).await?;
+    Ok(rows
+        .into_iter()
+        .map(|row| {
+            let si = ServiceInstance {
+                id: row.get(0),
+                bk_biz_id: row.get(1),
+                bk_supplier_account: row.get(2),
+                service_template_id: row.get(3),
+                bk_host_id: row.get(4),
+            };
+            (si.id, si)
+        })
+        .collect())
+}
+
+async fn existing_processes(
+    client: &Client,
+    candidates: &[Candidate<'_>],
+) -> Result<Vec<Existing>, StoreError> {
+    if candidates.is_empty() {
+        return Ok(Vec::new());
+    }
+    let statement = client
+        .prepare_cached(include_str!("sql/existing_processes.sql"))
+        .await?;
+    let ids: Vec<i64> = candidates.iter().map(|c| c.service_instance_id).collect();
+    let names: Vec<&str> = candidates.iter().map(|c| c.name).collect();
+    let funcs: Vec<&str> = candidates.iter().map(|c| c.func_name).collect();
+    let regexes: Vec<&str> = candidates.iter().map(|c| c.start_param_regex).collect();
+    let rows = client
+        .query(&statement, &[&ids, &names, &funcs, &regexes])
+        .await?;
+    Ok(rows
+        .into_iter()
+        .map(|row| Existing {
+            service_instance_id: row.get(0),
+            name: row.get(1),
+            func_name: row.get(2),
+            start_param_regex: row.get(3),
+        })
+        .collect())
+}

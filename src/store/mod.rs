@@ -1,0 +1,20 @@
+//! All SQL: the pool, migrations, the batch write, the idempotency log and
+//! the service-instance queries. Functions take a client or transaction so
+//! that the caller owns the transaction boundary; nothing here knows AMQP.
+
+mod error;
+mod lookup;
+mod migrate;
+mod pool;
+pub mod request_log;
+pub mod service_instance;
+mod write;
+
+pub use error::StoreError;
+pub use lookup::{Candidate, Existing, Lookup, ServiceInstance, StoredReply, lookup};
+pub use migrate::migrate;
+pub use pool::{connect_pool, ensure_database};
+pub use write::{NewProcess, NewRequest, WriteOutcome, allocate_ids, write_batch};
+
+/// A pooled connection.
+pub type Client = deadpool_postgres::Object;

@@ -1,0 +1,265 @@
+use std::time::Duration;
+
+use serde_json::Value;
+
+use super::{Client, ServiceInstance, StoreError};
+use crate::domain::Process;
+
+/// A process to insert, with the id allocated for it.
+#[derive(Debug, Clone, Copy)]
+pub struct NewProcess<'a> {
+    pub id: i64,
+    pub process: &'a Process,
+}
+
+/// A request whose rows are ready to be written, reply included.
+#[derive(Debug, Clone)]
+pub struct NewRequest<'a> {
+    pub request_id: &'a str,
+    pub meaning: &'a [u8],
+    pub reply: &'a [u8],
+    pub service_instance: &'a ServiceInstance,
+    pub operator: &'a str,
+    pub processes: Vec<NewProcess<'a>>,
+    pub audit_detail: Value,
+}
+
+/// How a batch write ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WriteOutcome {
+    /// Every request's rows are committed.
+    Committed,
+    /// Another worker stored some of these request_ids first; nothing was
+    /// written and the batch must be decided again.
+    RequestIdsTaken(Vec<String>),
+}
+
+/// Allocates `n` process ids from the database sequence, ascending.
+pub async fn allocate_ids(client: &Client, n: usize) -> Result<Vec<i64>, StoreError> {
+    if n == 0 {
+        return Ok(Vec::new());
+    }
+    let statement = client
+        .prepare_cached("SELECT nextval('process_id_seq') FROM generate_series(1, $1::int8)")
+        .await?;
+    let count = i64::try_from(n).unwrap_or(i64::MAX);
+    let rows = client.query(&statement, &[&count]).await?;
+    let mut ids: Vec<i64> = rows.iter().map(|row| row.get(0)).collect();
+    ids.sort_unstable();
+    Ok(ids)
+}
+
+/// Writes a batch in one transaction and three pipelined statements.
+///
+/// Each request is all or nothing because the whole batch is: callers only
+/// pass requests already checked against the database, and when a
+/// concurrent worker wins a race (a unique violation, or a `request_id`
+/// stored meanwhile) the transaction rolls back and the caller decides the
+/// batch again with fresh reads.
+pub async fn write_batch(
+    client: &mut Client,
+    requests: &[NewRequest<'_>],
+    retention: Duration,
+) -> Result<WriteOutcome, StoreError> {
+    if requests.is_empty() {
+        return Ok(WriteOutcome::Committed);
+    }
+    let log_sql = client
+        .prepare_cached(include_str!("sql/insert_request_log.sql"))
+        .await?;
+    let process_sql = client
+        .prepare_cached(include_str!("sql/insert_processes.sql"))
+        .await?;
+    let audit_sql = client
+        .prepare_cached(include_str!("sql/insert_audit_log.sql"))
+        .await?;
+
+    let log = RequestLogColumns::from(requests);
+    let processes = ProcessColumns::from(requests);
+    let audit = AuditColumns::from(requests);
+
+    let retention_s = retention.as_secs_f64();
+    let log_params: [&(dyn tokio_postgres::types::ToSql + Sync); 4] =
+        [&log.ids, &log.meanings, &log.replies, &retention_s];
+    let process_params = processes.params();
+    let audit_params = audit.params();
+    let tx = client.transaction().await?;
+    let (claimed, _, _) = tokio::try_join!(
+        tx.query(&log_sql, &log_params),
+        tx.execute(&process_sql, &process_params),
+        tx.execute(&audit_sql, &audit_params),
+    )?;
+    if claimed.len() < requests.len() {
+        let claimed: std::collections::HashSet<String> =
+            claimed.iter().map(|row| row.get(0)).collect();
+        let taken = log
+            .ids
+            .iter()
+            .filter(|id| !claimed.contains(**id))
+            .map(|id| (*id).to_owned())
+            .collect();
+        tx.rollback().await?;
+        return Ok(WriteOutcome::RequestIdsTaken(taken));
+    }
+    tx.commit().await?;
+    Ok(WriteOutcome::Committed)
+}
+
+struct RequestLogColumns<'a> {
+    ids: Vec<&'a str>,
+    meanings: Vec<&'a [u8]>,
+    replies: Vec<&'a [u8]>,
+}
+
+impl<'a> From<&'a [NewRequest<'a>]> for RequestLogColumns<'a> {
+    fn from(requests: &'a [NewRequest<'a>]) -> Self {
+        Self {
+            ids: requests.iter().map(|r| r.request_id).collect(),
+            meanings: requests.iter().map(|r| r.meaning).collect(),
+            replies: requests.iter().map(|r| r.reply).collect(),
+        }
+    }
+}
+
+struct AuditColumns<'a> {
+    request_ids: Vec<&'a str>,
+    service_instances: Vec<i64>,
+    businesses: Vec<i64>,
+    suppliers: Vec<&'a str>,
+    operators: Vec<&'a str>,
+    details: Vec<&'a Value>,
+}
+
+impl<'a> From<&'a [NewRequest<'a>]> for AuditColumns<'a> {
+    fn from(requests: &'a [NewRequest<'a>]) -> Self {
+        Self {
+            request_ids: requests.iter().map(|r| r.request_id).collect(),
+            service_instances: requests.iter().map(|r| r.service_instance.id).collect(),
+            businesses: requests
+                .iter()
+                .map(|r| r.service_instance.bk_biz_id)
+                .collect(),
+            suppliers: requests
+                .iter()
+                .map(|r| r.service_instance.bk_supplier_account.as_str())
+                .collect(),
+            operators: requests.iter().map(|r| r.operator).collect(),
+            details: requests.iter().map(|r| &r.audit_detail).collect(),
+        }
+    }
+}
+
+impl AuditColumns<'_> {
+    fn params(&self) -> [&(dyn tokio_postgres::types::ToSql + Sync); 6] {
+        [
+            &self.request_ids,
+            &self.service_instances,
+            &self.businesses,
+            &self.suppliers,
+            &self.operators,
+            &self.details,
+        ]
+    }
+}
+
+/// The batch's processes as parallel arrays, one per column, for UNNEST.
+#[derive(Default)]
+struct ProcessColumns<'a> {
+    id: Vec<i64>,
+    biz: Vec<i64>,
+    supplier: Vec<&'a str>,
+    si: Vec<i64>,
+    host: Vec<i64>,
+    text: [Vec<&'a str>; 12],
+    ints: [Vec<Option<i32>>; 4],
+    auto_start: Vec<bool>,
+    bind_info: Vec<Option<&'a Value>>,
+    created_by: Vec<&'a str>,
+}
+
+impl<'a> From<&'a [NewRequest<'a>]> for ProcessColumns<'a> {
+    fn from(requests: &'a [NewRequest<'a>]) -> Self {
+        let mut c = ProcessColumns::default();
+        for request in requests {
+            let si = request.service_instance;
+            for NewProcess { id, process: p } in &request.processes {
+                c.id.push(*id);
+                c.biz.push(si.bk_biz_id);
+                c.supplier.push(&si.bk_supplier_account);
+                c.si.push(si.id);
+                c.host.push(si.bk_host_id);
+                let texts = [
+                    &p.bk_process_name,
+                    &p.bk_func_name,
+                    &p.bk_start_param_regex,
+                    &p.description,
+                    &p.user,
+                    &p.work_path,
+                    &p.pid_file,
+                    &p.start_cmd,
+                    &p.stop_cmd,
+                    &p.restart_cmd,
+                    &p.reload_cmd,
+                    &p.face_stop_cmd,
+                ];
+                for (column, value) in c.text.iter_mut().zip(texts) {
+                    column.push(value.as_str());
+                }
+                let ints = [p.proc_num, p.priority, p.timeout, p.bk_start_check_secs];
+                for (column, value) in c.ints.iter_mut().zip(ints) {
+                    column.push(value);
+                }
+                c.auto_start.push(p.auto_start);
+                c.bind_info.push(p.bind_info.as_ref());
+                c.created_by.push(request.operator);
+            }
+        }
+        c
+    }
+}
+
+impl ProcessColumns<'_> {
+    fn params(&self) -> [&(dyn tokio_postgres::types::ToSql + Sync); 24] {
+        let [
+            name,
+            func,
+            regex,
+            description,
+            user,
+            work_path,
+            pid_file,
+            start,
+            stop,
+            restart,
+            reload,
+            face_stop,
+        ] = &self.text;
+        let [proc_num, priority, timeout, start_check] = &self.ints;
+        [
+            &self.id,
+            &self.biz,
+            &self.supplier,
+            &self.si,
+            &self.host,
+            name,
+            func,
+            regex,
+            description,
+            user,
+            work_path,
+            pid_file,
+            start,
+            stop,
+            restart,
+            reload,
+            face_stop,
+            proc_num,
+            priority,
+            timeout,
+            start_check,
+            &self.auto_start,
+            &self.bind_info,
+            &self.created_by,
+        ]
+    }
+}

@@ -1,0 +1,340 @@
+//! From a batch of message bodies to one [`Fate`] per message, reading and
+//! writing PostgreSQL in a few set-based statements.
+
+use std::{collections::HashSet, time::Duration};
+
+use deadpool_postgres::Pool;
+
+use super::plan::{self, Answer, Candidate};
+use crate::domain::{self, Code, Rejection, Request, Unreadable, reply};
+use crate::store::{self, NewProcess, NewRequest, StoreError, WriteOutcome};
+
+/// How often a round is decided again after losing a race to another
+/// worker before the batch is handed back as a transient failure.
+const RACE_RETRIES: usize = 8;
+
+/// The message as the decision needs it.
+#[derive(Debug, Clone, Copy)]
+pub struct Input<'a> {
+    pub body: &'a [u8],
+    pub message_id: Option<&'a str>,
+}
+
+/// What happens to one message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Fate {
+    /// Publish `body` as the reply, then acknowledge.
+    Reply {
+        request_id: String,
+        body: Vec<u8>,
+        outcome: Outcome,
+    },
+    /// Copy the message to the dead-letter queue, reply if a request_id is
+    /// known, then acknowledge.
+    DeadLetter {
+        reason: &'static str,
+        detail: String,
+        reply: Option<(String, Vec<u8>)>,
+    },
+}
+
+/// How a replied request ended, for metrics and logs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Created { processes: usize },
+    Stored,
+    Rejected(Code),
+}
+
+/// Settings the decision depends on.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub max_body_bytes: usize,
+    pub retention: Duration,
+}
+
+/// Decides a batch. `Err` only for database trouble that waiting may fix;
+/// the caller keeps the messages and tries again.
+pub async fn decide(
+    pool: &Pool,
+    limits: Limits,
+    inputs: &[Input<'_>],
+) -> Result<Vec<Fate>, StoreError> {
+    let mut fates: Vec<Option<Fate>> = vec![None; inputs.len()];
+    let mut readable = Vec::new();
+    for (i, input) in inputs.iter().enumerate() {
+        match domain::decode(input.body, input.message_id, limits.max_body_bytes) {
+            Ok(decoded) => readable.push((i, decoded)),
+            Err(unreadable) => fates[i] = Some(dead_letter(&unreadable)),
+        }
+    }
+    let checked: Vec<Result<Request, Rejection>> =
+        readable.iter().map(|(_, d)| d.validate()).collect();
+
+    // A request_id seen twice in one batch: the earlier delivery is decided
+    // first, the later one in a following round that sees its result.
+    let mut remaining: Vec<usize> = (0..readable.len()).collect();
+    while !remaining.is_empty() {
+        let mut seen = HashSet::new();
+        let (round, later): (Vec<usize>, Vec<usize>) = remaining
+            .iter()
+            .partition(|&&k| seen.insert(readable[k].1.request_id.as_str()));
+        let candidates: Vec<Candidate<'_>> = round
+            .iter()
+            .map(|&k| Candidate {
+                decoded: &readable[k].1,
+                checked: &checked[k],
+            })
+            .collect();
+        let decided = decide_round(pool, limits, &candidates).await?;
+        for (&k, fate) in round.iter().zip(decided) {
+            fates[readable[k].0] = Some(fate);
+        }
+        remaining = later;
+    }
+    Ok(fates.into_iter().flatten().collect())
+}
+
+fn dead_letter(unreadable: &Unreadable) -> Fate {
+    let code = unreadable.code();
+    let detail = unreadable.message();
+    let reply = unreadable.request_id.as_ref().map(|id| {
+        let body = reply::failure(id, &Rejection::new(code, detail.clone()));
+        (id.clone(), body)
+    });
+    Fate::DeadLetter {
+        reason: unreadable.reason_label(),
+        detail,
+        reply,
+    }
+}
+
+/// Decides requests with distinct request_ids. A write that fails because
+/// of the data (not the database) is split in halves until the one request
+/// that causes it is found and dead-lettered; its neighbours go on.
+async fn decide_round(
+    pool: &Pool,
+    limits: Limits,
+    candidates: &[Candidate<'_>],
+) -> Result<Vec<Fate>, StoreError> {
+    match attempt_round(pool, limits, candidates).await {
+        Ok(fates) => Ok(fates),
+        Err(e) if e.is_transient() => Err(e),
+        Err(e) if candidates.len() == 1 => {
+            tracing::error!(
+                request_id = %candidates[0].decoded.request_id,
+                error = %error_chain(&e),
+                "the database rejects this request's data; dead-lettering it"
+            );
+            Ok(vec![Fate::DeadLetter {
+                reason: "store_rejected",
+                detail: error_chain(&e),
+                reply: None,
+            }])
+        }
+        Err(e) => {
+            tracing::warn!(error = %error_chain(&e), size = candidates.len(), "batch write failed; splitting it");
+            let (left, right) = candidates.split_at(candidates.len() / 2);
+            let mut fates = Box::pin(decide_round(pool, limits, left)).await?;
+            fates.extend(Box::pin(decide_round(pool, limits, right)).await?);
+            Ok(fates)
+        }
+    }
+}
+
+/// Reads, plans and writes a round, deciding it again when another worker
+/// wins a race (a unique violation or a request_id stored meanwhile).
+async fn attempt_round(
+    pool: &Pool,
+    limits: Limits,
+    candidates: &[Candidate<'_>],
+) -> Result<Vec<Fate>, StoreError> {
+    let mut client = pool.get().await?;
+    let mut last_race = None;
+    for _ in 0..RACE_RETRIES {
+        let request_ids: Vec<&str> = candidates
+            .iter()
+            .map(|c| c.decoded.request_id.as_str())
+            .filter(|id| !id.contains('\0'))
+            .collect();
+        let si_ids: Vec<i64> = valid(candidates)
+            .map(|(r, _)| r.service_instance_id)
+            .collect();
+        let keys: Vec<store::Candidate<'_>> = valid(candidates)
+            .flat_map(|(r, processes)| {
+                processes.iter().map(|p| store::Candidate {
+                    service_instance_id: r.service_instance_id,
+                    name: &p.bk_process_name,
+                    func_name: &p.bk_func_name,
+                    start_param_regex: &p.bk_start_param_regex,
+                })
+            })
+            .collect();
+        let lookup = store::lookup(&client, &request_ids, limits.retention, &si_ids, &keys).await?;
+        let answers = plan::plan(candidates, &lookup);
+        let total: usize = candidates
+            .iter()
+            .zip(&answers)
+            .filter(|(_, a)| **a == Answer::Create)
+            .filter_map(|(c, _)| c.checked.as_ref().ok())
+            .filter_map(|r| r.processes.as_ref().ok())
+            .map(Vec::len)
+            .sum();
+        let ids = store::allocate_ids(&client, total).await?;
+        let created = Created::build(candidates, &answers, &lookup, &ids);
+        match store::write_batch(&mut client, &created.rows(), limits.retention).await {
+            Ok(WriteOutcome::Committed) => return Ok(created.into_fates(candidates, answers)),
+            Ok(WriteOutcome::RequestIdsTaken(ids)) => {
+                tracing::debug!(
+                    ?ids,
+                    "request_ids stored by another worker meanwhile; deciding again"
+                );
+            }
+            Err(e) if e.is_unique_violation() => {
+                tracing::debug!(error = %error_chain(&e), "lost a uniqueness race; deciding again");
+                last_race = Some(e);
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Err(last_race.unwrap_or_else(|| StoreError::Pool(deadpool_postgres::PoolError::Closed)))
+}
+
+fn valid<'c>(
+    candidates: &'c [Candidate<'_>],
+) -> impl Iterator<Item = (&'c Request, &'c [domain::Process])> {
+    candidates.iter().filter_map(|c| {
+        let request = c.checked.as_ref().ok()?;
+        let processes = request.processes.as_ref().ok()?;
+        Some((request, processes.as_slice()))
+    })
+}
+
+/// The requests of a round that will create rows, with ids and replies.
+struct Created<'a> {
+    requests: Vec<Creation<'a>>,
+}
+
+struct Creation<'a> {
+    index: usize,
+    request: &'a Request,
+    processes: &'a [domain::Process],
+    meaning: &'a [u8],
+    service_instance: &'a store::ServiceInstance,
+    ids: Vec<i64>,
+    reply: Vec<u8>,
+    audit: serde_json::Value,
+}
+
+impl<'a> Created<'a> {
+    fn build(
+        candidates: &'a [Candidate<'a>],
+        answers: &[Answer],
+        lookup: &'a store::Lookup,
+        ids: &[i64],
+    ) -> Self {
+        let mut next = ids.iter().copied();
+        let mut requests = Vec::new();
+        for (index, (c, answer)) in candidates.iter().zip(answers).enumerate() {
+            if *answer != Answer::Create {
+                continue;
+            }
+            let Ok(request) = c.checked else { continue };
+            let Ok(processes) = request.processes.as_ref() else {
+                continue;
+            };
+            let Some(si) = lookup.service_instances.get(&request.service_instance_id) else {
+                continue;
+            };
+            let own: Vec<i64> = next.by_ref().take(processes.len()).collect();
+            requests.push(Creation {
+                index,
+                request,
+                processes,
+                meaning: &c.decoded.meaning,
+                service_instance: si,
+                reply: reply::success(&request.request_id, &own),
+                audit: plan::audit_detail(si, processes, &own),
+                ids: own,
+            });
+        }
+        Self { requests }
+    }
+
+    fn rows(&self) -> Vec<NewRequest<'_>> {
+        self.requests
+            .iter()
+            .map(|c| NewRequest {
+                request_id: &c.request.request_id,
+                meaning: c.meaning,
+                reply: &c.reply,
+                service_instance: c.service_instance,
+                operator: &c.request.bk_username,
+                processes: c
+                    .ids
+                    .iter()
+                    .zip(c.processes)
+                    .map(|(&id, process)| NewProcess { id, process })
+                    .collect(),
+                audit_detail: c.audit.clone(),
+            })
+            .collect()
+    }
+
+    fn into_fates(self, candidates: &[Candidate<'_>], answers: Vec<Answer>) -> Vec<Fate> {
+        let mut created = self.requests.into_iter().peekable();
+        candidates
+            .iter()
+            .zip(answers)
+            .enumerate()
+            .map(|(index, (c, answer))| {
+                let request_id = c.decoded.request_id.clone();
+                match answer {
+                    Answer::Stored(body) => Fate::Reply {
+                        request_id,
+                        body,
+                        outcome: Outcome::Stored,
+                    },
+                    Answer::Rejected { code, body } => Fate::Reply {
+                        request_id,
+                        body,
+                        outcome: Outcome::Rejected(code),
+                    },
+                    Answer::Create => match created.next_if(|c| c.index == index) {
+                        Some(c) => Fate::Reply {
+                            request_id,
+                            outcome: Outcome::Created {
+                                processes: c.ids.len(),
+                            },
+                            body: c.reply,
+                        },
+                        None => unreachable_fate(request_id),
+                    },
+                }
+            })
+            .collect()
+    }
+}
+
+/// A planned creation without a service instance cannot happen (the plan
+/// checked it); answer it as not found rather than panic.
+fn unreachable_fate(request_id: String) -> Fate {
+    let rejection = Rejection::new(Code::ServiceInstanceNotFound, "service instance vanished");
+    Fate::Reply {
+        body: reply::failure(&request_id, &rejection),
+        request_id,
+        outcome: Outcome::Rejected(Code::ServiceInstanceNotFound),
+    }
+}
+
+/// An error with its causes, one line.
+pub fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut line = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        line.push_str(": ");
+        line.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    line
+}

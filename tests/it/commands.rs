@@ -1,0 +1,253 @@
+//! The operator commands, through the real broker and database.
+
+use std::time::Duration;
+
+use lapin::BasicProperties;
+use serde_json::{Value, json};
+
+use crate::helpers::{Env, request, unique};
+
+fn lines(values: &[Value]) -> String {
+    values.iter().map(|v| format!("{v}\n")).collect()
+}
+
+#[tokio::test]
+async fn service_instance_import_upserts_and_refuses_a_file_with_a_bad_line() {
+    let env = Env::new().await;
+    let good = "{\"id\":1,\"bk_biz_id\":2,\"bk_supplier_account\":\"0\",\"name\":\"a\",\"service_template_id\":0,\"bk_host_id\":3}\n\
+                {\"id\":2,\"bk_biz_id\":2}\n";
+    let out = env.procinst(&["service-instance", "import", "-"], Some(good));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(env.count("SELECT count(*) FROM service_instance").await, 2);
+    let updated = "{\"id\":1,\"bk_biz_id\":5}\n";
+    assert!(
+        env.procinst(&["service-instance", "import", "-"], Some(updated))
+            .status
+            .success()
+    );
+    assert_eq!(
+        env.count("SELECT bk_biz_id FROM service_instance WHERE id = 1")
+            .await,
+        5
+    );
+
+    let bad = "{\"id\":7,\"bk_biz_id\":2}\n{\"id\":\"eight\"}\n";
+    let out = env.procinst(&["service-instance", "import", "-"], Some(bad));
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("line 2"));
+    assert_eq!(
+        env.count("SELECT count(*) FROM service_instance WHERE id = 7")
+            .await,
+        0,
+        "nothing imported"
+    );
+}
+
+#[tokio::test]
+async fn publish_wait_reports_a_bad_line_by_number_and_writes_every_reply() {
+    let mut env = Env::new().await;
+    env.service_instance(1, 10, "0", 0, 1).await;
+    env.start_worker(&[]).await;
+    let dir = std::env::temp_dir().join(unique("publish"));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let input = dir.join("in.jsonl");
+    let out = dir.join("out.jsonl");
+    let mut text = lines(&[
+        request("pub-1", 1, 10, "a", 2),
+        request("pub-2", 1, 10, "b", 2),
+    ]);
+    text.push_str("{this is not json\n");
+    text.push_str(&lines(&[request("pub-3", 1, 10, "c", 2)]));
+    std::fs::write(&input, text).expect("write input");
+    let args = [
+        "publish",
+        "--wait",
+        "--out",
+        out.to_str().expect("path"),
+        input.to_str().expect("path"),
+    ];
+
+    let run = env.procinst(&args, None);
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(!run.status.success(), "a bad line makes the exit non-zero");
+    assert!(stderr.contains("line 3"), "{stderr}");
+    let replies: Vec<Value> = std::fs::read_to_string(&out)
+        .expect("out file")
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("envelope"))
+        .collect();
+    assert_eq!(replies.len(), 3);
+    assert!(replies.iter().all(|r| r["code"] == json!(0)));
+
+    // Re-running the good lines is a no-op: stored replies, nothing new.
+    let good = lines(&[
+        request("pub-1", 1, 10, "a", 2),
+        request("pub-2", 1, 10, "b", 2),
+    ]);
+    let again = env.procinst(&["publish", "--wait", "-"], Some(&good));
+    assert!(
+        again.status.success(),
+        "{}",
+        String::from_utf8_lossy(&again.stderr)
+    );
+    assert_eq!(env.count("SELECT count(*) FROM process").await, 6);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test]
+async fn publish_wait_fails_when_a_request_is_answered_with_an_error() {
+    let mut env = Env::new().await;
+    env.start_worker(&[]).await;
+    let out = env.procinst(
+        &["publish", "--wait", "-"],
+        Some(&lines(&[request("pub-err", 404, 10, "a", 1)])),
+    );
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("1199019"));
+}
+
+#[tokio::test]
+async fn dlq_list_shows_reasons_without_removing_and_replay_moves_after_the_fix() {
+    let mut env = Env::new().await;
+    env.service_instance(1, 10, "0", 0, 1).await;
+    let small = env
+        .start_worker(&[("PROCINST_MAX_BODY_BYTES", "600")])
+        .await;
+    let client = env.client().await;
+    client
+        .publish(
+            b"{not json",
+            BasicProperties::default().with_message_id("dlq-bad".into()),
+        )
+        .await;
+    let big = request("dlq-big", 1, 10, "big", 4);
+    let own = format!("{}.own", env.id);
+    client.reply_queue(&own).await;
+    client
+        .publish(
+            &serde_json::to_vec(&big).expect("json"),
+            BasicProperties::default()
+                .with_reply_to(own.as_str().into())
+                .with_message_id("dlq-big".into()),
+        )
+        .await;
+    client.replies(&env.reply_queue, 1).await; // the not-JSON one has an id to answer
+    client.replies(&own, 1).await; // 1300002 to its own reply_to
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(client.depth(&env.dead_queue).await, 2);
+
+    let listed = env.procinst(&["dlq", "list", "--json"], None);
+    assert!(
+        listed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&listed.stderr)
+    );
+    let rows: Vec<Value> = String::from_utf8_lossy(&listed.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("json row"))
+        .collect();
+    let reasons: Vec<(&str, &str)> = rows
+        .iter()
+        .map(|r| {
+            (
+                r["request_id"].as_str().expect("id"),
+                r["reason"].as_str().expect("reason"),
+            )
+        })
+        .collect();
+    assert!(reasons.contains(&("dlq-bad", "not_json")), "{reasons:?}");
+    assert!(reasons.contains(&("dlq-big", "too_large")), "{reasons:?}");
+    assert!(
+        rows.iter()
+            .all(|r| r["stored_result"] == json!(false) && r["count"] == json!(1))
+    );
+    assert_eq!(
+        client.depth(&env.dead_queue).await,
+        2,
+        "list removes nothing"
+    );
+
+    let dry = env.procinst(
+        &["dlq", "replay", "--dry-run", "--request-id", "dlq-big"],
+        None,
+    );
+    assert!(String::from_utf8_lossy(&dry.stdout).contains("would create"));
+    assert_eq!(
+        client.depth(&env.dead_queue).await,
+        2,
+        "a dry run moves nothing"
+    );
+
+    // Fix the cause (the body limit), then replay just that message.
+    env.worker(small).kill();
+    env.start_worker(&[]).await;
+    let replay = env.procinst(&["dlq", "replay", "--request-id", "dlq-big"], None);
+    assert!(
+        replay.status.success(),
+        "{}",
+        String::from_utf8_lossy(&replay.stderr)
+    );
+    let reply = client.replies(&own, 1).await.remove(0);
+    assert_eq!(reply.json["code"], json!(0), "{}", reply.json);
+    assert_eq!(env.count("SELECT count(*) FROM process").await, 4);
+    assert_eq!(
+        client.depth(&env.dead_queue).await,
+        1,
+        "only the replayed message left"
+    );
+    client
+        .channel
+        .queue_delete(own.as_str().into(), Default::default())
+        .await
+        .expect("delete");
+}
+
+#[tokio::test]
+async fn prune_removes_only_expired_request_log_rows() {
+    let env = Env::new().await;
+    let db = env.db().await;
+    db.batch_execute(
+        "INSERT INTO request_log (request_id, meaning, reply, created_at) VALUES \
+         ('old', '\\x00', '\\x00', now() - interval '200 hours'), \
+         ('new', '\\x00', '\\x00', now() - interval '1 hour')",
+    )
+    .await
+    .expect("seed request_log");
+    let out = env.procinst(&["prune"], None);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        env.count("SELECT count(*) FROM request_log WHERE request_id = 'old'")
+            .await,
+        0
+    );
+    assert_eq!(
+        env.count("SELECT count(*) FROM request_log WHERE request_id = 'new'")
+            .await,
+        1
+    );
+}
+
+#[tokio::test]
+async fn loadtest_completes_a_small_run_with_the_echo_baseline() {
+    let mut env = Env::new().await;
+    env.start_worker(&[]).await;
+    let out = env.procinst(&["loadtest", "--requests", "200", "--echo", "--json"], None);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: Value = serde_json::from_slice(&out.stdout).expect("json report");
+    assert_eq!(report["worker"]["answered"], json!(200));
+    assert_eq!(report["echo"]["answered"], json!(200));
+    assert!(report["worker_over_echo"].as_f64().is_some_and(|r| r > 0.0));
+    assert_eq!(env.count("SELECT count(*) FROM request_log").await, 200);
+}

@@ -1,0 +1,268 @@
+//! Process faults: SIGTERM drains and exits 0; SIGKILL loses nothing and
+//! duplicates nothing.
+
+use std::time::Duration;
+
+use serde_json::json;
+
+use crate::helpers::{Env, request};
+
+#[tokio::test]
+async fn sigterm_finishes_the_work_in_hand_and_exits_zero() {
+    let mut env = Env::new().await;
+    env.service_instance(1, 10, "0", 0, 1).await;
+    let w = env.start_worker(&[]).await;
+    let client = env.client().await;
+    for i in 0..300 {
+        client
+            .send(&request(&format!("term-{i}"), 1, 10, &format!("t{i}"), 2))
+            .await;
+    }
+    env.worker(w).signal("TERM");
+    let code = env.worker(w).wait_exit(Duration::from_secs(25)).await;
+    assert_eq!(code, Some(0), "log:\n{}", env.worker(w).log());
+    assert!(env.worker(w).log().contains("procinst stopped"));
+    // What the first worker did not take, a second one finishes.
+    env.start_worker(&[]).await;
+    let replies = client.replies_by_id(&env.reply_queue, 300).await;
+    assert_eq!(replies.len(), 300);
+    assert_eq!(env.count("SELECT count(*) FROM process").await, 600);
+}
+
+#[tokio::test]
+async fn kill_9_mid_burst_then_restart_creates_everything_exactly_once() {
+    let mut env = Env::new().await;
+    env.service_instance(1, 10, "0", 0, 1).await;
+    let w = env.start_worker(&[]).await;
+    let client = env.client().await;
+    let n = 2000;
+    for i in 0..n {
+        client
+            .send(&request(&format!("kill-{i}"), 1, 10, &format!("k{i}"), 4))
+            .await;
+        if i == n / 3 {
+            env.worker(w).kill();
+        }
+    }
+    env.start_worker(&[]).await;
+    let replies = client.replies(&env.reply_queue, n).await;
+    let mut seen: std::collections::HashMap<String, Vec<u8>> = Default::default();
+    for reply in replies {
+        assert_eq!(reply.json["code"], json!(0), "{}", reply.json);
+        let id = reply.json["request_id"].as_str().expect("id").to_owned();
+        if let Some(previous) = seen.insert(id.clone(), reply.body.clone()) {
+            assert_eq!(
+                previous, reply.body,
+                "{id}: replies to one request_id are identical"
+            );
+        }
+    }
+    // Drain any extra replies to requests redelivered after the kill.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let extra = client.depth(&env.reply_queue).await as usize;
+    for reply in client.replies(&env.reply_queue, extra).await {
+        let id = reply.json["request_id"].as_str().expect("id").to_owned();
+        assert_eq!(
+            seen.get(&id),
+            Some(&reply.body),
+            "{id}: a repeated reply is the stored one"
+        );
+    }
+    assert_eq!(seen.len(), n);
+    assert_eq!(
+        env.count("SELECT count(*) FROM process").await,
+        4 * n as i64
+    );
+    assert_eq!(
+        env.count("SELECT count(*) FROM request_log").await,
+        n as i64
+    );
+}
+
+use crate::helpers::{Client, Worker, http_get};
+use crate::proxy::Proxy;
+
+/// Sends `n` requests of 2 processes, calling `fault` once after `at` of them.
+async fn burst(client: &Client, prefix: &str, n: usize, at: usize, mut fault: impl FnMut()) {
+    for i in 0..n {
+        client
+            .send(&request(
+                &format!("{prefix}-{i}"),
+                1,
+                10,
+                &format!("{prefix}{i}"),
+                2,
+            ))
+            .await;
+        if i == at {
+            fault();
+        }
+    }
+}
+
+/// Every request answered `0`, identical replies per id, rows exactly once.
+async fn assert_exactly_once(env: &Env, client: &Client, n: usize) {
+    let replies = client.replies(&env.reply_queue, n).await;
+    let mut seen: std::collections::HashMap<String, Vec<u8>> = Default::default();
+    for reply in replies {
+        assert_eq!(reply.json["code"], json!(0), "{}", reply.json);
+        let id = reply.json["request_id"].as_str().expect("id").to_owned();
+        if let Some(previous) = seen.insert(id.clone(), reply.body.clone()) {
+            assert_eq!(previous, reply.body, "{id}");
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let extra = client.depth(&env.reply_queue).await as usize;
+    for reply in client.replies(&env.reply_queue, extra).await {
+        let id = reply.json["request_id"].as_str().expect("id").to_owned();
+        assert_eq!(
+            seen.get(&id),
+            Some(&reply.body),
+            "{id}: a repeated reply is the stored one"
+        );
+    }
+    assert_eq!(seen.len(), n, "every request answered");
+    assert_eq!(
+        env.count("SELECT count(*) FROM process").await,
+        2 * n as i64
+    );
+    assert_eq!(
+        env.count("SELECT count(*) FROM request_log").await,
+        n as i64
+    );
+}
+
+#[tokio::test]
+async fn broker_connections_cut_mid_burst_lose_and_duplicate_nothing() {
+    let mut env = Env::new().await;
+    env.service_instance(1, 10, "0", 0, 1).await;
+    let proxy = Proxy::start("127.0.0.1:5672").await;
+    let url = format!("amqp://guest:guest@{}/%2f", proxy.addr);
+    let w = env.start_worker(&[("AMQP_URL", &url)]).await;
+    let client = env.client().await;
+    burst(&client, "bcut", 600, 150, || proxy.cut()).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    proxy.cut();
+    assert_exactly_once(&env, &client, 600).await;
+    assert!(
+        env.worker(w).log().contains("reconnect"),
+        "the worker reconnected"
+    );
+}
+
+#[tokio::test]
+async fn a_database_outage_pauses_the_worker_which_then_goes_on() {
+    let mut env = Env::new().await;
+    env.service_instance(1, 10, "0", 0, 1).await;
+    let proxy = Proxy::start("127.0.0.1:5432").await;
+    let url = format!("postgres://postgres@{}/{}", proxy.addr, env.database);
+    let w = env
+        .start_worker(&[
+            ("DATABASE_URL", &url),
+            ("PROCINST_PREFETCH", "64"),
+            ("PROCINST_BATCH_SIZE", "32"),
+        ])
+        .await;
+    let client = env.client().await;
+    burst(&client, "dbout", 400, 100, || proxy.outage()).await;
+    let ready = format!("http://{}/readyz", env.worker(w).http);
+    let (status, reason) = http_get(&ready).await.expect("readyz answers");
+    assert_eq!(
+        status, 503,
+        "not ready while the database is down: {reason}"
+    );
+    assert!(
+        client.depth(&env.request_queue).await > 0,
+        "messages are kept, not answered with errors"
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    proxy.restore();
+    assert_exactly_once(&env, &client, 400).await;
+    env.worker(w).wait_ready().await;
+}
+
+#[tokio::test]
+async fn terminated_backends_mid_burst_are_retried() {
+    let mut env = Env::new().await;
+    env.service_instance(1, 10, "0", 0, 1).await;
+    env.start_worker(&[]).await;
+    let client = env.client().await;
+    let admin = crate::helpers::connect(crate::helpers::PG_ADMIN_URL).await;
+    let database = env.database.clone();
+    for i in 0..500 {
+        client
+            .send(&request(
+                &format!("term-be-{i}"),
+                1,
+                10,
+                &format!("tb{i}"),
+                2,
+            ))
+            .await;
+        if i % 125 == 60 {
+            admin
+                .execute(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1 AND application_name = 'procinst'",
+                    &[&database],
+                )
+                .await
+                .expect("terminate backends");
+        }
+    }
+    assert_exactly_once(&env, &client, 500).await;
+}
+
+#[tokio::test]
+async fn three_workers_with_one_killed_and_restarted_create_exactly_once() {
+    let mut env = Env::new().await;
+    env.service_instance(1, 10, "0", 0, 1).await;
+    env.start_worker(&[]).await;
+    env.start_worker(&[]).await;
+    let victim = env.start_worker(&[]).await;
+    let client = env.client().await;
+    let n = 900;
+    for i in 0..n {
+        client
+            .send(&request(&format!("three-{i}"), 1, 10, &format!("th{i}"), 2))
+            .await;
+        if i == n / 3 {
+            env.worker(victim).kill();
+        }
+        if i == 2 * n / 3 {
+            let replacement = Worker::spawn(&env, &[]);
+            *env.worker(victim) = replacement;
+        }
+    }
+    assert_exactly_once(&env, &client, n).await;
+}
+
+#[tokio::test]
+async fn metrics_and_health_endpoints_report_the_work() {
+    let mut env = Env::new().await;
+    env.service_instance(1, 10, "0", 0, 1).await;
+    let w = env.start_worker(&[]).await;
+    let client = env.client().await;
+    client.send(&request("m-1", 1, 10, "m", 3)).await;
+    client.send(&request("m-2", 404, 10, "m", 1)).await;
+    client.replies(&env.reply_queue, 2).await;
+    let base = format!("http://{}", env.worker(w).http);
+    assert_eq!(
+        http_get(&format!("{base}/healthz")).await.map(|r| r.0),
+        Some(200)
+    );
+    let (status, body) = http_get(&format!("{base}/metrics")).await.expect("metrics");
+    assert_eq!(status, 200);
+    assert!(
+        body.contains(r#"procinst_requests_total{outcome="created",code="0"} 1"#),
+        "{body}"
+    );
+    assert!(
+        body.contains(r#"procinst_requests_total{outcome="rejected",code="1199019"} 1"#),
+        "{body}"
+    );
+    assert!(
+        body.contains("procinst_processes_created_total 3"),
+        "{body}"
+    );
+    assert!(body.contains("procinst_batch_seconds_bucket"), "{body}");
+}

@@ -1,0 +1,129 @@
+use lapin::BasicProperties;
+use serde_json::json;
+
+use crate::helpers::{Env, request};
+
+#[tokio::test]
+async fn a_repeated_request_gets_the_stored_reply_byte_for_byte_and_writes_nothing() {
+    let mut env = Env::new().await;
+    env.service_instance(1, 10, "0", 0, 1).await;
+    env.start_worker(&[]).await;
+    let client = env.client().await;
+    let body = request("idem-1", 1, 10, "p", 4);
+    client.send(&body).await;
+    let first = client.replies(&env.reply_queue, 1).await.remove(0);
+    // Same meaning, other caller identity: still the same request.
+    let mut again = body.clone();
+    again["bk_username"] = json!("someone-else");
+    again["bk_token"] = json!("t");
+    client.send(&again).await;
+    let second = client.replies(&env.reply_queue, 1).await.remove(0);
+    assert_eq!(first.body, second.body);
+    assert_eq!(env.count("SELECT count(*) FROM process").await, 4);
+    assert_eq!(env.count("SELECT count(*) FROM audit_log").await, 1);
+}
+
+#[tokio::test]
+async fn the_same_request_id_with_another_meaning_is_1300001() {
+    let mut env = Env::new().await;
+    env.service_instance(1, 10, "0", 0, 1).await;
+    env.start_worker(&[]).await;
+    let client = env.client().await;
+    client.send(&request("idem-2", 1, 10, "p", 1)).await;
+    client.replies(&env.reply_queue, 1).await;
+    client.send(&request("idem-2", 1, 10, "other", 1)).await;
+    let reply = client.replies(&env.reply_queue, 1).await.remove(0);
+    assert_eq!(reply.json["code"], json!(1300001));
+    assert_eq!(env.count("SELECT count(*) FROM process").await, 1);
+}
+
+#[tokio::test]
+async fn a_failed_request_is_not_stored_and_can_be_sent_again_after_the_fix() {
+    let mut env = Env::new().await;
+    env.start_worker(&[]).await;
+    let client = env.client().await;
+    client.send(&request("idem-3", 1, 10, "p", 1)).await;
+    assert_eq!(
+        client.replies(&env.reply_queue, 1).await[0].json["code"],
+        json!(1199019)
+    );
+    env.service_instance(1, 10, "0", 0, 1).await;
+    client.send(&request("idem-3", 1, 10, "p", 1)).await;
+    assert_eq!(
+        client.replies(&env.reply_queue, 1).await[0].json["code"],
+        json!(0)
+    );
+}
+
+#[tokio::test]
+async fn message_id_stands_in_for_a_missing_request_id() {
+    let mut env = Env::new().await;
+    env.service_instance(1, 10, "0", 0, 1).await;
+    env.start_worker(&[]).await;
+    let client = env.client().await;
+    let mut body = request("ignored", 1, 10, "p", 1);
+    body.as_object_mut().expect("object").remove("request_id");
+    let bytes = serde_json::to_vec(&body).expect("json");
+    client
+        .publish(
+            &bytes,
+            BasicProperties::default().with_message_id("from-message-id".into()),
+        )
+        .await;
+    let reply = client.replies(&env.reply_queue, 1).await.remove(0);
+    assert_eq!(reply.json["request_id"], json!("from-message-id"));
+    assert_eq!(reply.json["code"], json!(0));
+    assert_eq!(
+        env.count("SELECT count(*) FROM request_log WHERE request_id = 'from-message-id'")
+            .await,
+        1
+    );
+}
+
+#[tokio::test]
+async fn two_workers_fed_the_same_requests_create_each_exactly_once() {
+    let mut env = Env::new().await;
+    for si in 1..=4 {
+        env.service_instance(si, 10, "0", 0, 1).await;
+    }
+    env.start_worker(&[]).await;
+    env.start_worker(&[]).await;
+    let client = env.client().await;
+    let n = 150;
+    for copy in 0..2 {
+        for i in 0..n {
+            let body = request(
+                &format!("twice-{i}"),
+                1 + (i % 4) as i64,
+                10,
+                &format!("t{i}"),
+                3,
+            );
+            let _ = copy;
+            client.send(&body).await;
+        }
+    }
+    let replies = client.replies(&env.reply_queue, 2 * n).await;
+    let mut by_id: std::collections::HashMap<String, Vec<Vec<u8>>> = Default::default();
+    for r in replies {
+        by_id
+            .entry(r.json["request_id"].as_str().expect("id").to_owned())
+            .or_default()
+            .push(r.body);
+    }
+    assert_eq!(by_id.len(), n);
+    for (id, bodies) in &by_id {
+        assert_eq!(bodies.len(), 2, "{id}");
+        assert_eq!(bodies[0], bodies[1], "{id}: both replies identical");
+        let json: serde_json::Value = serde_json::from_slice(&bodies[0]).expect("json");
+        assert_eq!(json["code"], json!(0), "{id}: {json}");
+    }
+    assert_eq!(
+        env.count("SELECT count(*) FROM process").await,
+        3 * n as i64
+    );
+    assert_eq!(
+        env.count("SELECT count(*) FROM request_log").await,
+        n as i64
+    );
+}

@@ -1,0 +1,16 @@
+//! Integration tests against the real RabbitMQ and PostgreSQL on this
+//! machine. Each test has its own database and queue names, runs real
+//! `procinst` processes, and bounds every wait.
+
+mod helpers;
+mod proxy;
+
+mod codes;
+mod commands;
+mod dead_letters;
+mod faults;
+mod idempotency;
+mod requests;
+mod routing;
+mod secrets;
+mod topology;

@@ -1,0 +1,65 @@
+use serde_json::json;
+
+use crate::helpers::{Env, request};
+
+#[tokio::test]
+async fn secrets_never_reach_logs_tables_or_replies() {
+    let mut env = Env::new().await;
+    env.service_instance(1, 10, "0", 0, 1).await;
+    let db_url = env
+        .database_url()
+        .replace("postgres@", "postgres:db-password-7781@");
+    env.start_worker(&[("RUST_LOG", "trace"), ("DATABASE_URL", &db_url)])
+        .await;
+    let client = env.client().await;
+    let mut good = request("secret-1", 1, 10, "p", 1);
+    good["bk_app_secret"] = json!("app-secret-4242");
+    good["bk_token"] = json!("token-9191");
+    let mut bad = request("secret-2", 1, 10, "q", 1);
+    bad["bk_app_secret"] = json!("app-secret-4242");
+    bad["bk_token"] = json!("token-9191");
+    bad["processes"][0]["process_info"]["proc_num"] = json!("x");
+    client.send(&good).await;
+    client.send(&bad).await;
+    let mut broken = serde_json::to_string(&good).expect("json");
+    broken.push_str(" trailing garbage");
+    client.publish(broken.as_bytes(), Default::default()).await;
+    let replies = client.replies(&env.reply_queue, 2).await;
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+
+    let log = env.worker(0).log();
+    assert!(
+        log.contains("secret-1"),
+        "the log is really captured at trace level"
+    );
+    for secret in [
+        "app-secret-4242",
+        "token-9191",
+        "db-password-7781",
+        "guest:guest",
+    ] {
+        assert!(!log.contains(secret), "{secret} leaked into the log");
+        for reply in &replies {
+            assert!(
+                !String::from_utf8_lossy(&reply.body).contains(secret),
+                "{secret} in a reply"
+            );
+        }
+    }
+    let db = env.db().await;
+    let dump: String = db
+        .query_one(
+            "SELECT coalesce(string_agg(t::text, ' '), '') FROM ( \
+               SELECT row_to_json(p)::text AS t FROM process p UNION ALL \
+               SELECT row_to_json(a)::text FROM audit_log a UNION ALL \
+               SELECT encode(reply, 'escape') FROM request_log) s",
+            &[],
+        )
+        .await
+        .expect("dump")
+        .get(0);
+    assert!(!dump.is_empty());
+    for secret in ["app-secret-4242", "token-9191"] {
+        assert!(!dump.contains(secret), "{secret} stored in a table");
+    }
+}
