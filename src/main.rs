@@ -13,8 +13,8 @@ fn main() -> std::process::ExitCode {
     match runtime.block_on(procinst::cli::run(cli)) {
         Ok(code) => code,
         Err(e) => {
-            tracing::error!("{e:#}");
-            eprintln!("procinst: {e:#}");
+            // The one report of a fatal error, with its causes.
+            tracing::error!(error = %format!("{e:#}"), "procinst failed");
             std::process::ExitCode::FAILURE
         }
     }

@@ -74,10 +74,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<ExitCode> {
             tracing::info!("procinst stopped");
             Ok(ExitCode::SUCCESS)
         }
-        Err(e) => {
-            tracing::error!(error = %error_chain(&e), "procinst cannot run");
-            Err(e.into())
-        }
+        Err(e) => Err(e.into()),
     }
 }
 

@@ -157,9 +157,15 @@ async fn attempt_round(
             .map(|c| c.decoded.request_id.as_str())
             .filter(|id| !id.contains('\0'))
             .collect();
-        let si_ids: Vec<i64> = valid(candidates)
-            .map(|(r, _)| r.service_instance_id)
+        // Every request past checks (3) and (4) needs its service instance
+        // checked (5), even when one of its processes is invalid (6).
+        let mut si_ids: Vec<i64> = candidates
+            .iter()
+            .filter_map(|c| c.checked.as_ref().ok())
+            .map(|r| r.service_instance_id)
             .collect();
+        si_ids.sort_unstable();
+        si_ids.dedup();
         let keys: Vec<store::Candidate<'_>> = valid(candidates)
             .flat_map(|(r, processes)| {
                 processes.iter().map(|p| store::Candidate {

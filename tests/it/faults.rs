@@ -1,11 +1,12 @@
-//! Process faults: SIGTERM drains and exits 0; SIGKILL loses nothing and
-//! duplicates nothing.
+//! Faults injected for real: SIGTERM and SIGKILL of worker processes, a TCP
+//! proxy that cuts broker or database connections, terminated backends.
 
 use std::time::Duration;
 
 use serde_json::json;
 
-use crate::helpers::{Env, request};
+use crate::helpers::{Client, Env, Worker, http_get, request};
+use crate::proxy::Proxy;
 
 #[tokio::test]
 async fn sigterm_finishes_the_work_in_hand_and_exits_zero() {
@@ -45,42 +46,8 @@ async fn kill_9_mid_burst_then_restart_creates_everything_exactly_once() {
         }
     }
     env.start_worker(&[]).await;
-    let replies = client.replies(&env.reply_queue, n).await;
-    let mut seen: std::collections::HashMap<String, Vec<u8>> = Default::default();
-    for reply in replies {
-        assert_eq!(reply.json["code"], json!(0), "{}", reply.json);
-        let id = reply.json["request_id"].as_str().expect("id").to_owned();
-        if let Some(previous) = seen.insert(id.clone(), reply.body.clone()) {
-            assert_eq!(
-                previous, reply.body,
-                "{id}: replies to one request_id are identical"
-            );
-        }
-    }
-    // Drain any extra replies to requests redelivered after the kill.
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let extra = client.depth(&env.reply_queue).await as usize;
-    for reply in client.replies(&env.reply_queue, extra).await {
-        let id = reply.json["request_id"].as_str().expect("id").to_owned();
-        assert_eq!(
-            seen.get(&id),
-            Some(&reply.body),
-            "{id}: a repeated reply is the stored one"
-        );
-    }
-    assert_eq!(seen.len(), n);
-    assert_eq!(
-        env.count("SELECT count(*) FROM process").await,
-        4 * n as i64
-    );
-    assert_eq!(
-        env.count("SELECT count(*) FROM request_log").await,
-        n as i64
-    );
+    assert_exactly_once(&env, &client, n, 4).await;
 }
-
-use crate::helpers::{Client, Worker, http_get};
-use crate::proxy::Proxy;
 
 /// Sends `n` requests of 2 processes, calling `fault` once after `at` of them.
 async fn burst(client: &Client, prefix: &str, n: usize, at: usize, mut fault: impl FnMut()) {
@@ -101,30 +68,20 @@ async fn burst(client: &Client, prefix: &str, n: usize, at: usize, mut fault: im
 }
 
 /// Every request answered `0`, identical replies per id, rows exactly once.
-async fn assert_exactly_once(env: &Env, client: &Client, n: usize) {
-    let replies = client.replies(&env.reply_queue, n).await;
-    let mut seen: std::collections::HashMap<String, Vec<u8>> = Default::default();
-    for reply in replies {
-        assert_eq!(reply.json["code"], json!(0), "{}", reply.json);
-        let id = reply.json["request_id"].as_str().expect("id").to_owned();
-        if let Some(previous) = seen.insert(id.clone(), reply.body.clone()) {
-            assert_eq!(previous, reply.body, "{id}");
-        }
-    }
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let extra = client.depth(&env.reply_queue).await as usize;
-    for reply in client.replies(&env.reply_queue, extra).await {
-        let id = reply.json["request_id"].as_str().expect("id").to_owned();
-        assert_eq!(
-            seen.get(&id),
-            Some(&reply.body),
-            "{id}: a repeated reply is the stored one"
+async fn assert_exactly_once(env: &Env, client: &Client, n: usize, per_request: i64) {
+    let replies = client.replies_per_request(&env.reply_queue, n).await;
+    assert_eq!(replies.len(), n, "every request answered");
+    for (id, bodies) in &replies {
+        assert!(
+            bodies.iter().all(|b| b == &bodies[0]),
+            "{id}: every reply to one request_id is identical"
         );
+        let json: serde_json::Value = serde_json::from_slice(&bodies[0]).expect("json");
+        assert_eq!(json["code"], json!(0), "{id}: {json}");
     }
-    assert_eq!(seen.len(), n, "every request answered");
     assert_eq!(
         env.count("SELECT count(*) FROM process").await,
-        2 * n as i64
+        per_request * n as i64
     );
     assert_eq!(
         env.count("SELECT count(*) FROM request_log").await,
@@ -143,7 +100,7 @@ async fn broker_connections_cut_mid_burst_lose_and_duplicate_nothing() {
     burst(&client, "bcut", 600, 150, || proxy.cut()).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     proxy.cut();
-    assert_exactly_once(&env, &client, 600).await;
+    assert_exactly_once(&env, &client, 600, 2).await;
     assert!(
         env.worker(w).log().contains("reconnect"),
         "the worker reconnected"
@@ -177,7 +134,7 @@ async fn a_database_outage_pauses_the_worker_which_then_goes_on() {
     );
     tokio::time::sleep(Duration::from_secs(2)).await;
     proxy.restore();
-    assert_exactly_once(&env, &client, 400).await;
+    assert_exactly_once(&env, &client, 400, 2).await;
     env.worker(w).wait_ready().await;
 }
 
@@ -209,7 +166,7 @@ async fn terminated_backends_mid_burst_are_retried() {
                 .expect("terminate backends");
         }
     }
-    assert_exactly_once(&env, &client, 500).await;
+    assert_exactly_once(&env, &client, 500, 2).await;
 }
 
 #[tokio::test]
@@ -233,7 +190,7 @@ async fn three_workers_with_one_killed_and_restarted_create_exactly_once() {
             *env.worker(victim) = replacement;
         }
     }
-    assert_exactly_once(&env, &client, n).await;
+    assert_exactly_once(&env, &client, n, 2).await;
 }
 
 #[tokio::test]

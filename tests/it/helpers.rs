@@ -470,6 +470,52 @@ impl Client {
         out
     }
 
+    /// Reads replies until `n` distinct request_ids have answered, then for a
+    /// moment longer; every reply body per request_id, in arrival order.
+    pub async fn replies_per_request(
+        &self,
+        queue: &str,
+        n: usize,
+    ) -> HashMap<String, Vec<Vec<u8>>> {
+        let channel = self.connection.create_channel().await.expect("channel");
+        let mut consumer = channel
+            .basic_consume(
+                queue.into(),
+                unique("c").as_str().into(),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .expect("consume replies");
+        let mut seen: HashMap<String, Vec<Vec<u8>>> = HashMap::new();
+        let mut settle = Duration::from_millis(0);
+        loop {
+            let limit = if seen.len() < n { WAIT } else { settle };
+            let Ok(next) = tokio::time::timeout(limit, consumer.next()).await else {
+                assert!(
+                    seen.len() >= n,
+                    "timed out: {} of {n} requests answered on {queue}",
+                    seen.len()
+                );
+                break;
+            };
+            let delivery = next.expect("reply stream ended").expect("delivery");
+            delivery
+                .acker
+                .ack(BasicAckOptions::default())
+                .await
+                .expect("ack");
+            let json: Value = serde_json::from_slice(&delivery.data).expect("reply is JSON");
+            let id = json["request_id"].as_str().unwrap_or_default().to_owned();
+            seen.entry(id).or_default().push(delivery.data);
+            if seen.len() >= n {
+                settle = Duration::from_millis(500);
+            }
+        }
+        let _ = channel.close(200, "bye".into()).await;
+        seen
+    }
+
     /// Replies keyed by request_id (the last one wins).
     pub async fn replies_by_id(&self, queue: &str, n: usize) -> HashMap<String, Reply> {
         self.replies(queue, n)
