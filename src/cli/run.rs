@@ -5,7 +5,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::Settings;
 use crate::http;
 use crate::store::{self, request_log};
-use crate::worker::{Backoff, Health, Worker, error_chain};
+use crate::worker::{Backoff, Health, Totals, Worker, error_chain};
 
 /// How often the worker prunes expired request_log rows in the background.
 const PRUNE_EVERY: Duration = Duration::from_secs(600);
@@ -55,7 +55,9 @@ pub async fn run(settings: Settings) -> anyhow::Result<ExitCode> {
         settings,
         pool,
         health,
+        totals: Totals::default(),
     };
+    let started = std::time::Instant::now();
     let drained = async {
         shutdown.cancelled().await;
         tokio::time::sleep(timeout).await;
@@ -71,7 +73,13 @@ pub async fn run(settings: Settings) -> anyhow::Result<ExitCode> {
     let _ = server.await;
     match result {
         Ok(()) => {
-            tracing::info!("procinst stopped");
+            let (answered, dead_lettered) = worker.totals.get();
+            tracing::info!(
+                answered,
+                dead_lettered,
+                uptime_s = started.elapsed().as_secs(),
+                "procinst stopped"
+            );
             Ok(ExitCode::SUCCESS)
         }
         Err(e) => Err(e.into()),

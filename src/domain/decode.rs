@@ -5,7 +5,10 @@
 
 use std::fmt;
 
+use serde::Deserialize;
 use serde_json::{Map, Value};
+
+use super::depth::{self, MAX_DEPTH};
 
 use super::{Code, MAX_REQUEST_ID_CHARS, meaning};
 
@@ -104,8 +107,7 @@ pub fn decode(
             limit: max_body_bytes,
         }));
     }
-    let value: Value = serde_json::from_slice(body)
-        .map_err(|e| unreadable(UnreadableReason::NotJson(e.to_string())))?;
+    let value = parse(body).map_err(|why| unreadable(UnreadableReason::NotJson(why)))?;
     let Value::Object(mut object) = value else {
         return Err(unreadable(UnreadableReason::NotObject));
     };
@@ -123,6 +125,21 @@ pub fn decode(
         meaning,
         object,
     })
+}
+
+/// Parses JSON as bk-cmdb's decoder accepts it: at most [`MAX_DEPTH`]
+/// levels, numbers within the double range, no lone surrogates, the last of
+/// duplicate keys.
+fn parse(body: &[u8]) -> Result<Value, String> {
+    if depth::deeper_than(body, MAX_DEPTH) {
+        return Err(format!("nesting deeper than {MAX_DEPTH} levels"));
+    }
+    let mut deserializer = serde_json::Deserializer::from_slice(body);
+    // The depth was bounded above; serde_json's own guard stops at 127.
+    deserializer.disable_recursion_limit();
+    let value = Value::deserialize(&mut deserializer).map_err(|e| e.to_string())?;
+    deserializer.end().map_err(|e| e.to_string())?;
+    Ok(value)
 }
 
 fn usable_request_id(id: &str) -> bool {

@@ -19,6 +19,7 @@
 mod bind_info;
 mod code;
 mod decode;
+mod depth;
 mod meaning;
 mod process_info;
 mod rejection;

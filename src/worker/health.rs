@@ -38,3 +38,26 @@ impl Health {
         Ok(())
     }
 }
+
+/// Running totals for the shutdown summary.
+#[derive(Debug, Default)]
+pub struct Totals {
+    answered: std::sync::atomic::AtomicU64,
+    dead_lettered: std::sync::atomic::AtomicU64,
+}
+
+impl Totals {
+    pub fn add(&self, answered: u64, dead_lettered: u64) {
+        self.answered.fetch_add(answered, Ordering::Relaxed);
+        self.dead_lettered
+            .fetch_add(dead_lettered, Ordering::Relaxed);
+    }
+
+    /// (answered, dead-lettered) so far.
+    pub fn get(&self) -> (u64, u64) {
+        (
+            self.answered.load(Ordering::Relaxed),
+            self.dead_lettered.load(Ordering::Relaxed),
+        )
+    }
+}

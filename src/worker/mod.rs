@@ -28,7 +28,7 @@ use tracing::Instrument;
 
 pub use backoff::Backoff;
 pub use decide::error_chain;
-pub use health::Health;
+pub use health::{Health, Totals};
 
 use crate::broker::{self, Broker, BrokerError, Publisher};
 use crate::config::Settings;
@@ -45,6 +45,7 @@ pub struct Worker {
     pub settings: Settings,
     pub pool: Pool,
     pub health: Arc<Health>,
+    pub totals: Totals,
 }
 
 /// Why a session ended.
@@ -211,7 +212,10 @@ impl Worker {
                 }
             };
             match deliver::deliver(publisher, &self.settings.topology, &batch, &fates).await {
-                Ok(()) => {}
+                Ok(()) => {
+                    let dead = fates.iter().filter(|f| matches!(f, decide::Fate::DeadLetter { .. })).count() as u64;
+                    self.totals.add(fates.len() as u64 - dead, dead);
+                }
                 Err(e @ BrokerError::Nacked { .. }) => {
                     tracing::error!(error = %error_chain(&e), "replies refused; requeueing the batch");
                     deliver::requeue(&batch).await;

@@ -223,3 +223,87 @@ async fn metrics_and_health_endpoints_report_the_work() {
     );
     assert!(body.contains("procinst_batch_seconds_bucket"), "{body}");
 }
+
+#[tokio::test]
+async fn a_request_the_database_rejects_is_isolated_and_dead_lettered() {
+    let mut env = Env::new().await;
+    env.service_instance(1, 10, "0", 0, 1).await;
+    // A rule the worker does not know, enforced by the database alone.
+    env.db()
+        .await
+        .batch_execute(
+            "CREATE FUNCTION reject_poison() RETURNS trigger LANGUAGE plpgsql AS $$ \
+             BEGIN IF NEW.bk_process_name = 'poison-0' THEN \
+               RAISE EXCEPTION 'poisoned row' USING ERRCODE = '22023'; END IF; RETURN NEW; END $$; \
+             CREATE TRIGGER reject_poison BEFORE INSERT ON process \
+               FOR EACH ROW EXECUTE FUNCTION reject_poison();",
+        )
+        .await
+        .expect("create trigger");
+    env.start_worker(&[("PROCINST_BATCH_LINGER_MS", "300")])
+        .await;
+    let client = env.client().await;
+    for i in 0..12 {
+        let prefix = if i == 5 {
+            "poison".to_owned()
+        } else {
+            format!("ok{i}")
+        };
+        client
+            .send(&request(&format!("poison-{i}"), 1, 10, &prefix, 1))
+            .await;
+    }
+    let replies = client.replies_by_id(&env.reply_queue, 11).await;
+    assert!(!replies.contains_key("poison-5"));
+    assert!(
+        replies.values().all(|r| r.json["code"] == json!(0)),
+        "the neighbours are answered"
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(client.depth(&env.dead_queue).await, 1);
+    let listed = env.procinst(&["dlq", "list", "--json"], None);
+    let row: serde_json::Value = serde_json::from_slice(&listed.stdout).expect("one json row");
+    assert_eq!(row["request_id"], json!("poison-5"));
+    assert_eq!(row["reason"], json!("store_rejected"));
+    assert_eq!(env.count("SELECT count(*) FROM process").await, 11);
+}
+
+#[tokio::test]
+async fn json_logs_are_one_object_per_line_with_the_request_id() {
+    let mut env = Env::new().await;
+    env.service_instance(1, 10, "0", 0, 1).await;
+    let w = env
+        .start_worker(&[
+            ("PROCINST_LOG_FORMAT", "json"),
+            ("RUST_LOG", "procinst=debug"),
+        ])
+        .await;
+    let client = env.client().await;
+    client.send(&request("json-1", 1, 10, "j", 1)).await;
+    client.replies(&env.reply_queue, 1).await;
+    env.worker(w).signal("TERM");
+    assert_eq!(
+        env.worker(w).wait_exit(Duration::from_secs(25)).await,
+        Some(0)
+    );
+    let log = env.worker(w).log();
+    let lines: Vec<serde_json::Value> = log
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    assert!(
+        lines
+            .iter()
+            .any(|l| l["fields"]["request_id"] == json!("json-1"))
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l["fields"]["message"] == json!("procinst starting"))
+    );
+    let stopped = lines
+        .iter()
+        .find(|l| l["fields"]["message"] == json!("procinst stopped"))
+        .expect("a summary at shutdown");
+    assert_eq!(stopped["fields"]["answered"], json!(1));
+}
