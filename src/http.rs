@@ -30,7 +30,7 @@ pub fn install_metrics() -> anyhow::Result<PrometheusHandle> {
             ],
         )?
         .set_buckets_for_metric(
-            Matcher::Full("procinst_batch_seconds".into()),
+            Matcher::Suffix("_seconds".into()),
             &[
                 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
             ],

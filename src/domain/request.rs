@@ -1,6 +1,7 @@
 //! The validated request: what the store writes, with nothing left to check.
 
-use serde_json::{Value, json};
+use serde::Serialize;
+use serde_json::Value;
 
 use super::Rejection;
 
@@ -20,7 +21,8 @@ pub struct Request {
 }
 
 /// One valid process_info: strings trimmed, ints in range, bind_info normalised.
-#[derive(Debug, Clone, PartialEq)]
+/// Serialises to the process_info fields, for the audit log's detail.
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Process {
     pub bk_process_name: String,
     pub bk_func_name: String,
@@ -44,27 +46,8 @@ pub struct Process {
 }
 
 impl Process {
-    /// Every field as JSON, for the audit log's detail.
+    /// Every field as JSON.
     pub fn to_json(&self) -> Value {
-        json!({
-            "bk_process_name": self.bk_process_name,
-            "bk_func_name": self.bk_func_name,
-            "bk_start_param_regex": self.bk_start_param_regex,
-            "description": self.description,
-            "user": self.user,
-            "work_path": self.work_path,
-            "pid_file": self.pid_file,
-            "start_cmd": self.start_cmd,
-            "stop_cmd": self.stop_cmd,
-            "restart_cmd": self.restart_cmd,
-            "reload_cmd": self.reload_cmd,
-            "face_stop_cmd": self.face_stop_cmd,
-            "proc_num": self.proc_num,
-            "priority": self.priority,
-            "timeout": self.timeout,
-            "bk_start_check_secs": self.bk_start_check_secs,
-            "auto_start": self.auto_start,
-            "bind_info": self.bind_info,
-        })
+        serde_json::to_value(self).unwrap_or(Value::Null)
     }
 }

@@ -21,7 +21,8 @@ pub struct NewRequest<'a> {
     pub service_instance: &'a ServiceInstance,
     pub operator: &'a str,
     pub processes: Vec<NewProcess<'a>>,
-    pub audit_detail: Value,
+    /// The audit detail as JSON text, serialised by the caller.
+    pub audit_detail: &'a str,
 }
 
 /// How a batch write ended.
@@ -127,7 +128,7 @@ struct AuditColumns<'a> {
     businesses: Vec<i64>,
     suppliers: Vec<&'a str>,
     operators: Vec<&'a str>,
-    details: Vec<&'a Value>,
+    details: Vec<&'a str>,
 }
 
 impl<'a> From<&'a [NewRequest<'a>]> for AuditColumns<'a> {
@@ -144,7 +145,7 @@ impl<'a> From<&'a [NewRequest<'a>]> for AuditColumns<'a> {
                 .map(|r| r.service_instance.bk_supplier_account.as_str())
                 .collect(),
             operators: requests.iter().map(|r| r.operator).collect(),
-            details: requests.iter().map(|r| &r.audit_detail).collect(),
+            details: requests.iter().map(|r| r.audit_detail).collect(),
         }
     }
 }

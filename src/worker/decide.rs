@@ -68,8 +68,9 @@ pub async fn decide(
             Err(unreadable) => fates[i] = Some(dead_letter(&unreadable)),
         }
     }
-    let checked: Vec<Result<Request, Rejection>> =
-        readable.iter().map(|(_, d)| d.validate()).collect();
+    let checked: Vec<Result<Request, Rejection>> = timed_sync("validate", || {
+        readable.iter().map(|(_, d)| d.validate()).collect()
+    });
 
     // A request_id seen twice in one batch: the earlier delivery is decided
     // first, the later one in a following round that sees its result.
@@ -176,7 +177,11 @@ async fn attempt_round(
                 })
             })
             .collect();
-        let lookup = store::lookup(&client, &request_ids, limits.retention, &si_ids, &keys).await?;
+        let lookup = timed(
+            "lookup",
+            store::lookup(&client, &request_ids, limits.retention, &si_ids, &keys),
+        )
+        .await?;
         let answers = plan::plan(candidates, &lookup);
         let total: usize = candidates
             .iter()
@@ -186,9 +191,15 @@ async fn attempt_round(
             .filter_map(|r| r.processes.as_ref().ok())
             .map(Vec::len)
             .sum();
-        let ids = store::allocate_ids(&client, total).await?;
+        let ids = timed("allocate", store::allocate_ids(&client, total)).await?;
         let created = Created::build(candidates, &answers, &lookup, &ids);
-        match store::write_batch(&mut client, &created.rows(), limits.retention).await {
+        let rows = timed_sync("build", || created.rows());
+        match timed(
+            "write",
+            store::write_batch(&mut client, &rows, limits.retention),
+        )
+        .await
+        {
             Ok(WriteOutcome::Committed) => return Ok(created.into_fates(candidates, answers)),
             Ok(WriteOutcome::RequestIdsTaken(ids)) => {
                 tracing::debug!(
@@ -229,7 +240,7 @@ struct Creation<'a> {
     service_instance: &'a store::ServiceInstance,
     ids: Vec<i64>,
     reply: Vec<u8>,
-    audit: serde_json::Value,
+    audit: String,
 }
 
 impl<'a> Created<'a> {
@@ -282,7 +293,7 @@ impl<'a> Created<'a> {
                     .zip(c.processes)
                     .map(|(&id, process)| NewProcess { id, process })
                     .collect(),
-                audit_detail: c.audit.clone(),
+                audit_detail: &c.audit,
             })
             .collect()
     }
@@ -331,6 +342,23 @@ fn unreachable_fate(request_id: String) -> Fate {
         request_id,
         outcome: Outcome::Rejected(Code::ServiceInstanceNotFound),
     }
+}
+
+/// Runs a stage of the batch path and records its duration.
+pub async fn timed<T>(stage: &'static str, work: impl std::future::Future<Output = T>) -> T {
+    let started = std::time::Instant::now();
+    let out = work.await;
+    metrics::histogram!("procinst_stage_seconds", "stage" => stage)
+        .record(started.elapsed().as_secs_f64());
+    out
+}
+
+fn timed_sync<T>(stage: &'static str, work: impl FnOnce() -> T) -> T {
+    let started = std::time::Instant::now();
+    let out = work();
+    metrics::histogram!("procinst_stage_seconds", "stage" => stage)
+        .record(started.elapsed().as_secs_f64());
+    out
 }
 
 /// An error with its causes, one line.

@@ -1,17 +1,19 @@
 //! The loop: deliveries -> batches -> decisions (domain + store) -> replies
 //! -> acks, with reconnects and a graceful drain around it.
 //!
-//! Two tasks per broker session: a collector that gathers deliveries into
-//! batches, and a processor that decides and delivers them one at a time,
-//! in order. A bounded channel of one batch between them lets the next
-//! batch gather while the current one is written, and stops consuming when
-//! the database is slow (the prefetch bounds what is held in memory).
+//! Three stages per broker session, each handling one batch at a time and in
+//! delivery order: a collector that gathers deliveries into batches, a
+//! decider that reads and writes the database, and a deliverer that
+//! publishes replies and acks. A bounded channel of one batch between
+//! stages lets them overlap, and stops consuming when a later stage is slow:
+//! the prefetch bounds what is held in memory.
 
 mod backoff;
 pub(crate) mod batcher;
 pub mod decide;
 mod deliver;
 mod health;
+mod pipeline;
 pub mod plan;
 
 use std::{sync::Arc, time::Duration};
@@ -24,7 +26,6 @@ use lapin::{
 };
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
-use tracing::Instrument;
 
 pub use backoff::Backoff;
 pub use decide::error_chain;
@@ -33,12 +34,9 @@ pub use health::{Health, Totals};
 use crate::broker::{self, Broker, BrokerError, Publisher};
 use crate::config::Settings;
 use batcher::{Collected, next_batch};
-use decide::{Input, Limits, decide};
 
 const RECONNECT_MIN: Duration = Duration::from_millis(200);
 const RECONNECT_MAX: Duration = Duration::from_secs(10);
-const DB_RETRY_MIN: Duration = Duration::from_millis(100);
-const DB_RETRY_MAX: Duration = Duration::from_secs(5);
 
 /// Everything a worker session shares.
 pub struct Worker {
@@ -130,10 +128,22 @@ impl Worker {
         tracing::info!(queue = %settings.topology.request_queue, prefetch = settings.prefetch, "consuming");
 
         let publisher = Publisher::new(broker.publish.clone());
+        // collector -> decider -> deliverer, one batch queued between each:
+        // batch N+1 is decided (database) while batch N is delivered (broker).
         let (tx, mut rx) = mpsc::channel::<Vec<Delivery>>(1);
-        let processor = async {
+        let (decided_tx, mut decided_rx) = mpsc::channel(1);
+        let decider = async move {
             while let Some(batch) = rx.recv().await {
-                self.process(&publisher, batch).await;
+                if let Some(decided) = self.decide_batch(batch).await {
+                    if decided_tx.send(decided).await.is_err() {
+                        break;
+                    }
+                }
+            }
+        };
+        let deliverer = async {
+            while let Some(decided) = decided_rx.recv().await {
+                self.deliver_batch(&publisher, decided).await;
             }
         };
         let collector = async {
@@ -168,66 +178,7 @@ impl Worker {
             drop(tx);
             end
         };
-        let (end, ()) = tokio::join!(collector, processor);
+        let (end, (), ()) = tokio::join!(collector, decider, deliverer);
         Ok(end)
-    }
-
-    /// Decides and delivers one batch. Database trouble is retried with
-    /// backoff for as long as the batch's channel lives; broker trouble
-    /// abandons the batch, which the broker then redelivers.
-    async fn process(&self, publisher: &Publisher, batch: Vec<Delivery>) {
-        let span = tracing::info_span!("batch", size = batch.len());
-        async {
-            let started = std::time::Instant::now();
-            metrics::histogram!("procinst_batch_size").record(batch.len() as f64);
-            metrics::gauge!("procinst_in_flight_deliveries").set(batch.len() as f64);
-            let redelivered = batch.iter().filter(|d| d.redelivered).count();
-            if redelivered > 0 {
-                metrics::counter!("procinst_redeliveries_total").increment(redelivered as u64);
-            }
-            let inputs: Vec<Input<'_>> = batch
-                .iter()
-                .map(|d| Input {
-                    body: &d.data,
-                    message_id: d.properties.message_id().as_ref().map(|m| m.as_str()),
-                })
-                .collect();
-            let limits = Limits {
-                max_body_bytes: self.settings.max_body_bytes,
-                retention: self.settings.retention(),
-            };
-            let mut retry = Backoff::new(DB_RETRY_MIN, DB_RETRY_MAX);
-            let fates = loop {
-                match decide(&self.pool, limits, &inputs).await {
-                    Ok(fates) => break fates,
-                    Err(e) => {
-                        metrics::counter!("procinst_db_retries_total").increment(1);
-                        tracing::error!(error = %error_chain(&e), "database unavailable; keeping the batch and retrying");
-                        if batch.iter().any(|d| d.acker.poisoned()) {
-                            tracing::warn!("the batch's channel closed meanwhile; the broker redelivers it");
-                            return;
-                        }
-                        tokio::time::sleep(retry.next_delay()).await;
-                    }
-                }
-            };
-            match deliver::deliver(publisher, &self.settings.topology, &batch, &fates).await {
-                Ok(()) => {
-                    let dead = fates.iter().filter(|f| matches!(f, decide::Fate::DeadLetter { .. })).count() as u64;
-                    self.totals.add(fates.len() as u64 - dead, dead);
-                }
-                Err(e @ BrokerError::Nacked { .. }) => {
-                    tracing::error!(error = %error_chain(&e), "replies refused; requeueing the batch");
-                    deliver::requeue(&batch).await;
-                }
-                Err(e) => {
-                    tracing::warn!(error = %error_chain(&e), "could not finish the batch; the broker redelivers it");
-                }
-            }
-            metrics::gauge!("procinst_in_flight_deliveries").set(0.0);
-            metrics::histogram!("procinst_batch_seconds").record(started.elapsed().as_secs_f64());
-        }
-        .instrument(span)
-        .await
     }
 }

@@ -7,7 +7,7 @@
 
 use std::collections::HashMap;
 
-use serde_json::{Value, json};
+use serde::Serialize;
 
 use crate::domain::{self, Code, Decoded, Process, Rejection, Request, Taken, reply};
 use crate::store::{Lookup, ServiceInstance};
@@ -107,23 +107,39 @@ fn reject(request_id: &str, rejection: Rejection) -> Answer {
 }
 
 /// What the audit log records for a request: the service instance updated
-/// and the processes created under it, with their ids.
-pub fn audit_detail(si: &ServiceInstance, processes: &[Process], ids: &[i64]) -> Value {
-    let created: Vec<Value> = processes
-        .iter()
-        .zip(ids)
-        .map(|(process, id)| {
-            let mut row = process.to_json();
-            if let Value::Object(map) = &mut row {
-                map.insert("bk_process_id".to_owned(), json!(id));
-            }
-            row
-        })
-        .collect();
-    json!({
-        "service_instance_id": si.id,
-        "bk_biz_id": si.bk_biz_id,
-        "bk_supplier_account": si.bk_supplier_account,
-        "created_processes": created,
-    })
+/// and the processes created under it, with their ids. Serialised once,
+/// straight from the validated processes.
+#[derive(Debug, Serialize)]
+pub struct AuditDetail<'a> {
+    pub service_instance_id: i64,
+    pub bk_biz_id: i64,
+    pub bk_supplier_account: &'a str,
+    pub created_processes: Vec<CreatedProcess<'a>>,
+}
+
+/// A created process in the audit detail: its id and its fields.
+#[derive(Debug, Serialize)]
+pub struct CreatedProcess<'a> {
+    pub bk_process_id: i64,
+    #[serde(flatten)]
+    pub process: &'a Process,
+}
+
+/// The audit detail of a request, as JSON text.
+pub fn audit_detail(si: &ServiceInstance, processes: &[Process], ids: &[i64]) -> String {
+    let detail = AuditDetail {
+        service_instance_id: si.id,
+        bk_biz_id: si.bk_biz_id,
+        bk_supplier_account: &si.bk_supplier_account,
+        created_processes: ids
+            .iter()
+            .zip(processes)
+            .map(|(&bk_process_id, process)| CreatedProcess {
+                bk_process_id,
+                process,
+            })
+            .collect(),
+    };
+    // Serialising plain structs and a serde_json::Value cannot fail.
+    serde_json::to_string(&detail).unwrap_or_default()
 }

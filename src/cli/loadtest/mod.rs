@@ -125,12 +125,15 @@ pub async fn run(settings: &Settings, args: LoadtestArgs) -> anyhow::Result<Exit
     };
     let worker = phase::run(&load, &body).await?;
     sampler.abort();
-    let cpu: Option<f64> = args
-        .worker_pids
-        .iter()
-        .zip(cpu_before)
-        .map(|(pid, before)| Some(procstat::cpu_seconds(*pid)? - before?))
-        .sum();
+    let cpu: Option<f64> = if args.worker_pids.is_empty() {
+        None
+    } else {
+        args.worker_pids
+            .iter()
+            .zip(cpu_before)
+            .map(|(pid, before)| Some(procstat::cpu_seconds(*pid)? - before?))
+            .sum()
+    };
 
     let report = Report {
         processes_per_request: args.processes_per_request,
@@ -207,6 +210,9 @@ fn request_body(run_id: &str, i: usize, processes: usize, service_instances: i64
 
 async fn sample_rss(pids: Vec<u32>, peak: Arc<Mutex<Option<f64>>>) {
     loop {
+        if pids.is_empty() {
+            return;
+        }
         let total: Option<f64> = pids.iter().map(|p| procstat::rss_mib(*p)).sum();
         if let (Some(total), Ok(mut peak)) = (total, peak.lock()) {
             *peak = Some(peak.map_or(total, |p| p.max(total)));

@@ -1,0 +1,120 @@
+//! The two working stages of a batch: deciding it against the database,
+//! and delivering its replies and acks to the broker.
+
+use std::time::{Duration, Instant};
+
+use lapin::message::Delivery;
+use tracing::{Instrument, Span};
+
+use super::decide::{self, Fate, Input, Limits, decide};
+use super::{Backoff, Worker, deliver, error_chain};
+use crate::broker::{BrokerError, Publisher};
+
+const DB_RETRY_MIN: Duration = Duration::from_millis(100);
+const DB_RETRY_MAX: Duration = Duration::from_secs(5);
+
+/// A batch with its fates decided and written, waiting for delivery.
+pub(super) struct Decided {
+    batch: Vec<Delivery>,
+    fates: Vec<Fate>,
+    started: Instant,
+    span: Span,
+}
+
+impl Worker {
+    /// Decides a batch. Database trouble is retried with backoff for as long
+    /// as the batch's channel lives; `None` when the channel died meanwhile
+    /// (the broker redelivers the batch).
+    pub(super) async fn decide_batch(&self, batch: Vec<Delivery>) -> Option<Decided> {
+        let span = tracing::info_span!("batch", size = batch.len());
+        let started = Instant::now();
+        metrics::histogram!("procinst_batch_size").record(batch.len() as f64);
+        metrics::gauge!("procinst_in_flight_deliveries").increment(batch.len() as f64);
+        let redelivered = batch.iter().filter(|d| d.redelivered).count();
+        if redelivered > 0 {
+            metrics::counter!("procinst_redeliveries_total").increment(redelivered as u64);
+        }
+        let fates = self
+            .decide_with_retries(&batch)
+            .instrument(span.clone())
+            .await;
+        match fates {
+            Some(fates) => Some(Decided {
+                batch,
+                fates,
+                started,
+                span,
+            }),
+            None => {
+                metrics::gauge!("procinst_in_flight_deliveries").decrement(batch.len() as f64);
+                None
+            }
+        }
+    }
+
+    async fn decide_with_retries(&self, batch: &[Delivery]) -> Option<Vec<Fate>> {
+        let inputs: Vec<Input<'_>> = batch
+            .iter()
+            .map(|d| Input {
+                body: &d.data,
+                message_id: d.properties.message_id().as_ref().map(|m| m.as_str()),
+            })
+            .collect();
+        let limits = Limits {
+            max_body_bytes: self.settings.max_body_bytes,
+            retention: self.settings.retention(),
+        };
+        let mut retry = Backoff::new(DB_RETRY_MIN, DB_RETRY_MAX);
+        loop {
+            match decide(&self.pool, limits, &inputs).await {
+                Ok(fates) => return Some(fates),
+                Err(e) => {
+                    metrics::counter!("procinst_db_retries_total").increment(1);
+                    tracing::error!(error = %error_chain(&e), "database unavailable; keeping the batch and retrying");
+                    if batch.iter().any(|d| d.acker.poisoned()) {
+                        tracing::warn!(
+                            "the batch's channel closed meanwhile; the broker redelivers it"
+                        );
+                        return None;
+                    }
+                    tokio::time::sleep(retry.next_delay()).await;
+                }
+            }
+        }
+    }
+
+    /// Publishes a decided batch's replies and dead letters, then acks it.
+    /// Broker trouble abandons the batch: its rows are committed, so the
+    /// redelivery gets the stored replies.
+    pub(super) async fn deliver_batch(&self, publisher: &Publisher, decided: Decided) {
+        let Decided {
+            batch,
+            fates,
+            started,
+            span,
+        } = decided;
+        let topology = &self.settings.topology;
+        let delivered = decide::timed(
+            "deliver",
+            deliver::deliver(publisher, topology, &batch, &fates),
+        );
+        match delivered.instrument(span).await {
+            Ok(()) => {
+                let dead = fates
+                    .iter()
+                    .filter(|f| matches!(f, Fate::DeadLetter { .. }))
+                    .count() as u64;
+                self.totals.add(fates.len() as u64 - dead, dead);
+            }
+            Err(e @ BrokerError::Nacked { .. }) => {
+                tracing::error!(error = %error_chain(&e), "replies refused; requeueing the batch");
+                deliver::requeue(&batch).await;
+            }
+            Err(e) => {
+                tracing::warn!(error = %error_chain(&e), "could not finish the batch; the broker redelivers it");
+            }
+        }
+        metrics::gauge!("procinst_in_flight_deliveries").decrement(batch.len() as f64);
+        metrics::histogram!("procinst_batch_seconds").record(started.elapsed().as_secs_f64());
+    }
+}
