@@ -134,10 +134,10 @@ impl Worker {
         let (decided_tx, mut decided_rx) = mpsc::channel(1);
         let decider = async move {
             while let Some(batch) = rx.recv().await {
-                if let Some(decided) = self.decide_batch(batch).await {
-                    if decided_tx.send(decided).await.is_err() {
-                        break;
-                    }
+                if let Some(decided) = self.decide_batch(batch).await
+                    && decided_tx.send(decided).await.is_err()
+                {
+                    break;
                 }
             }
         };
