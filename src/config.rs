@@ -203,6 +203,12 @@ impl Settings {
         Ok(())
     }
 
+    /// Batches written at once, each on its own connection: half the pool,
+    /// so that a connection stays free for readiness probes and pruning.
+    pub fn concurrent_batches(&self) -> usize {
+        (self.db_pool_size / 2).max(1)
+    }
+
     pub fn batch_linger(&self) -> Duration {
         Duration::from_millis(self.batch_linger_ms)
     }

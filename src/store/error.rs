@@ -11,6 +11,9 @@ pub enum StoreError {
     Build(#[from] deadpool_postgres::BuildError),
     #[error("migration failed")]
     Migration(#[from] refinery::Error),
+    /// Concurrent writers kept winning the same rows; retried later.
+    #[error("lost the race for the same rows to other writers too often")]
+    Contended,
 }
 
 impl StoreError {
@@ -19,7 +22,7 @@ impl StoreError {
     /// concurrent transactions. Such work is retried, never answered.
     pub fn is_transient(&self) -> bool {
         match self {
-            StoreError::Pool(_) => true,
+            StoreError::Pool(_) | StoreError::Contended => true,
             StoreError::Build(_) | StoreError::Migration(_) => false,
             StoreError::Db(e) => match e.code() {
                 None => true,

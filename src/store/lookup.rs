@@ -45,9 +45,13 @@ pub struct Lookup {
     pub stored: HashMap<String, StoredReply>,
     pub service_instances: HashMap<i64, ServiceInstance>,
     pub existing: Vec<Existing>,
+    /// Process ids allocated for the round, ascending; ids left unused (by
+    /// requests that fail) are gaps in the sequence, as after a rollback.
+    pub ids: Vec<i64>,
 }
 
-/// Reads stored replies, service instances and colliding processes at once.
+/// Reads stored replies, service instances and colliding processes, and
+/// allocates one process id per candidate, all in one pipelined round trip.
 pub async fn lookup(
     client: &Client,
     request_ids: &[&str],
@@ -55,15 +59,17 @@ pub async fn lookup(
     service_instance_ids: &[i64],
     candidates: &[Candidate<'_>],
 ) -> Result<Lookup, StoreError> {
-    let (replies, instances, existing) = tokio::try_join!(
+    let (replies, instances, existing, ids) = tokio::try_join!(
         stored_replies(client, request_ids, retention),
         service_instances(client, service_instance_ids),
         existing_processes(client, candidates),
+        super::allocate_ids(client, candidates.len()),
     )?;
     Ok(Lookup {
         stored: replies,
         service_instances: instances,
         existing,
+        ids,
     })
 }
 

@@ -14,7 +14,7 @@ pub use error::StoreError;
 pub use lookup::{Candidate, Existing, Lookup, ServiceInstance, StoredReply, lookup};
 pub use migrate::migrate;
 pub use pool::{connect_pool, ensure_database};
-pub use write::{NewProcess, NewRequest, WriteOutcome, allocate_ids, write_batch};
+pub use write::{NewProcess, NewRequest, allocate_ids, write_batch};
 
 /// A pooled connection.
 pub type Client = deadpool_postgres::Object;

@@ -25,16 +25,6 @@ pub struct NewRequest<'a> {
     pub audit_detail: &'a str,
 }
 
-/// How a batch write ended.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum WriteOutcome {
-    /// Every request's rows are committed.
-    Committed,
-    /// Another worker stored some of these request_ids first; nothing was
-    /// written and the batch must be decided again.
-    RequestIdsTaken(Vec<String>),
-}
-
 /// Allocates `n` process ids from the database sequence, ascending.
 pub async fn allocate_ids(client: &Client, n: usize) -> Result<Vec<i64>, StoreError> {
     if n == 0 {
@@ -50,60 +40,53 @@ pub async fn allocate_ids(client: &Client, n: usize) -> Result<Vec<i64>, StoreEr
     Ok(ids)
 }
 
-/// Writes a batch in one transaction and three pipelined statements.
+/// Writes a batch as one transaction sent in a single round trip: BEGIN,
+/// the statements and COMMIT are pipelined without waiting in between.
 ///
 /// Each request is all or nothing because the whole batch is: callers only
-/// pass requests already checked against the database, and when a
-/// concurrent worker wins a race (a unique violation, or a `request_id`
-/// stored meanwhile) the transaction rolls back and the caller decides the
-/// batch again with fresh reads.
+/// pass requests already checked against the database. When a concurrent
+/// worker wins a race (a `request_id` stored meanwhile, or a process name
+/// taken), a unique violation aborts the transaction, the server turns the
+/// COMMIT into a rollback, and the caller decides the batch again with
+/// fresh reads (see [`StoreError::is_unique_violation`]).
 pub async fn write_batch(
-    client: &mut Client,
+    client: &Client,
     requests: &[NewRequest<'_>],
     retention: Duration,
-) -> Result<WriteOutcome, StoreError> {
+) -> Result<(), StoreError> {
     if requests.is_empty() {
-        return Ok(WriteOutcome::Committed);
+        return Ok(());
     }
-    let log_sql = client
-        .prepare_cached(include_str!("sql/insert_request_log.sql"))
-        .await?;
-    let process_sql = client
-        .prepare_cached(include_str!("sql/insert_processes.sql"))
-        .await?;
-    let audit_sql = client
-        .prepare_cached(include_str!("sql/insert_audit_log.sql"))
-        .await?;
-
+    let (expire_sql, log_sql, process_sql, audit_sql) = tokio::try_join!(
+        client.prepare_cached(include_str!("sql/expire_request_log.sql")),
+        client.prepare_cached(include_str!("sql/insert_request_log.sql")),
+        client.prepare_cached(include_str!("sql/insert_processes.sql")),
+        client.prepare_cached(include_str!("sql/insert_audit_log.sql")),
+    )?;
     let log = RequestLogColumns::from(requests);
     let processes = ProcessColumns::from(requests);
     let audit = AuditColumns::from(requests);
-
     let retention_s = retention.as_secs_f64();
-    let log_params: [&(dyn tokio_postgres::types::ToSql + Sync); 4] =
-        [&log.ids, &log.meanings, &log.replies, &retention_s];
+    let expire_params: [&(dyn tokio_postgres::types::ToSql + Sync); 2] = [&log.ids, &retention_s];
+    let log_params: [&(dyn tokio_postgres::types::ToSql + Sync); 3] =
+        [&log.ids, &log.meanings, &log.replies];
     let process_params = processes.params();
     let audit_params = audit.params();
-    let tx = client.transaction().await?;
-    let (claimed, _, _) = tokio::try_join!(
-        tx.query(&log_sql, &log_params),
-        tx.execute(&process_sql, &process_params),
-        tx.execute(&audit_sql, &audit_params),
-    )?;
-    if claimed.len() < requests.len() {
-        let claimed: std::collections::HashSet<String> =
-            claimed.iter().map(|row| row.get(0)).collect();
-        let taken = log
-            .ids
-            .iter()
-            .filter(|id| !claimed.contains(**id))
-            .map(|id| (*id).to_owned())
-            .collect();
-        tx.rollback().await?;
-        return Ok(WriteOutcome::RequestIdsTaken(taken));
+    let written = tokio::try_join!(
+        client.batch_execute("BEGIN"),
+        client.execute(&expire_sql, &expire_params),
+        client.execute(&log_sql, &log_params),
+        client.execute(&process_sql, &process_params),
+        client.execute(&audit_sql, &audit_params),
+        client.batch_execute("COMMIT"),
+    );
+    if let Err(e) = written {
+        // Normally the server already rolled back; this makes sure no
+        // transaction stays open on a connection going back to the pool.
+        let _ = client.batch_execute("ROLLBACK").await;
+        return Err(e.into());
     }
-    tx.commit().await?;
-    Ok(WriteOutcome::Committed)
+    Ok(())
 }
 
 struct RequestLogColumns<'a> {

@@ -34,3 +34,30 @@ pub async fn next_batch(consumer: &mut Consumer, max: usize, linger: Duration) -
     }
     Collected::Batch(batch)
 }
+
+/// Keeps adding deliveries to `batch` until it is full or `ready` completes
+/// (the next stage can take the batch), then returns what `ready` gave.
+/// Under load, batches grow while the database is busy; when idle, a batch
+/// leaves as soon as its linger is over. `Err` when the consumer ended.
+pub async fn top_up<T>(
+    consumer: &mut Consumer,
+    batch: &mut Vec<Delivery>,
+    max: usize,
+    ready: impl Future<Output = T>,
+) -> Result<T, Option<lapin::Error>> {
+    let mut ready = std::pin::pin!(ready);
+    loop {
+        if batch.len() >= max {
+            return Ok(ready.await);
+        }
+        tokio::select! {
+            biased;
+            value = &mut ready => return Ok(value),
+            next = consumer.next() => match next {
+                Some(Ok(delivery)) => batch.push(delivery),
+                Some(Err(e)) => return Err(Some(e)),
+                None => return Err(None),
+            },
+        }
+    }
+}

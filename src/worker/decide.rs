@@ -7,10 +7,10 @@ use deadpool_postgres::Pool;
 
 use super::plan::{self, Answer, Candidate};
 use crate::domain::{self, Code, Rejection, Request, Unreadable, reply};
-use crate::store::{self, NewProcess, NewRequest, StoreError, WriteOutcome};
+use crate::store::{self, NewProcess, NewRequest, StoreError};
 
 /// How often a round is decided again after losing a race to another
-/// worker before the batch is handed back as a transient failure.
+/// writer before the batch is handed back as a transient failure.
 const RACE_RETRIES: usize = 8;
 
 /// The message as the decision needs it.
@@ -150,8 +150,7 @@ async fn attempt_round(
     limits: Limits,
     candidates: &[Candidate<'_>],
 ) -> Result<Vec<Fate>, StoreError> {
-    let mut client = pool.get().await?;
-    let mut last_race = None;
+    let client = pool.get().await?;
     for _ in 0..RACE_RETRIES {
         let request_ids: Vec<&str> = candidates
             .iter()
@@ -183,38 +182,23 @@ async fn attempt_round(
         )
         .await?;
         let answers = plan::plan(candidates, &lookup);
-        let total: usize = candidates
-            .iter()
-            .zip(&answers)
-            .filter(|(_, a)| **a == Answer::Create)
-            .filter_map(|(c, _)| c.checked.as_ref().ok())
-            .filter_map(|r| r.processes.as_ref().ok())
-            .map(Vec::len)
-            .sum();
-        let ids = timed("allocate", store::allocate_ids(&client, total)).await?;
-        let created = Created::build(candidates, &answers, &lookup, &ids);
-        let rows = timed_sync("build", || created.rows());
+        let created = Created::build(candidates, &answers, &lookup);
+        let rows = created.rows();
         match timed(
             "write",
-            store::write_batch(&mut client, &rows, limits.retention),
+            store::write_batch(&client, &rows, limits.retention),
         )
         .await
         {
-            Ok(WriteOutcome::Committed) => return Ok(created.into_fates(candidates, answers)),
-            Ok(WriteOutcome::RequestIdsTaken(ids)) => {
-                tracing::debug!(
-                    ?ids,
-                    "request_ids stored by another worker meanwhile; deciding again"
-                );
-            }
+            Ok(()) => return Ok(created.into_fates(candidates, answers)),
             Err(e) if e.is_unique_violation() => {
-                tracing::debug!(error = %error_chain(&e), "lost a uniqueness race; deciding again");
-                last_race = Some(e);
+                metrics::counter!("procinst_races_total").increment(1);
+                tracing::debug!(error = %error_chain(&e), "lost a race to another writer; deciding again");
             }
             Err(e) => return Err(e),
         }
     }
-    Err(last_race.unwrap_or_else(|| StoreError::Pool(deadpool_postgres::PoolError::Closed)))
+    Err(StoreError::Contended)
 }
 
 fn valid<'c>(
@@ -248,9 +232,8 @@ impl<'a> Created<'a> {
         candidates: &'a [Candidate<'a>],
         answers: &[Answer],
         lookup: &'a store::Lookup,
-        ids: &[i64],
     ) -> Self {
-        let mut next = ids.iter().copied();
+        let mut next = lookup.ids.iter().copied();
         let mut requests = Vec::new();
         for (index, (c, answer)) in candidates.iter().zip(answers).enumerate() {
             if *answer != Answer::Create {

@@ -19,6 +19,7 @@ pub mod plan;
 use std::{sync::Arc, time::Duration};
 
 use deadpool_postgres::Pool;
+use futures::StreamExt;
 use lapin::{
     message::Delivery,
     options::{BasicCancelOptions, BasicConsumeOptions, BasicQosOptions},
@@ -33,7 +34,7 @@ pub use health::{Health, Totals};
 
 use crate::broker::{self, Broker, BrokerError, Publisher};
 use crate::config::Settings;
-use batcher::{Collected, next_batch};
+use batcher::{Collected, next_batch, top_up};
 
 const RECONNECT_MIN: Duration = Duration::from_millis(200);
 const RECONNECT_MAX: Duration = Duration::from_secs(10);
@@ -133,9 +134,14 @@ impl Worker {
         let (tx, mut rx) = mpsc::channel::<Vec<Delivery>>(1);
         let (decided_tx, mut decided_rx) = mpsc::channel(1);
         let decider = async move {
-            while let Some(batch) = rx.recv().await {
-                if let Some(decided) = self.decide_batch(batch).await
-                    && decided_tx.send(decided).await.is_err()
+            // Several batches are decided at once on their own connections
+            // and come out in delivery order, so acks stay in order.
+            let mut decided = futures::stream::poll_fn(|cx| rx.poll_recv(cx))
+                .map(|batch| self.decide_batch(batch))
+                .buffered(settings.concurrent_batches());
+            while let Some(batch) = decided.next().await {
+                if let Some(batch) = batch
+                    && decided_tx.send(batch).await.is_err()
                 {
                     break;
                 }
@@ -154,9 +160,19 @@ impl Worker {
                     collected = next_batch(&mut consumer, settings.batch_size, settings.batch_linger()) => collected,
                 };
                 match collected {
-                    Collected::Batch(batch) => {
-                        if tx.send(batch).await.is_err() {
-                            break SessionEnd::Lost(None);
+                    Collected::Batch(mut batch) => {
+                        let handed = tokio::select! {
+                            biased;
+                            _ = shutdown.cancelled() => break SessionEnd::Shutdown,
+                            handed = top_up(&mut consumer, &mut batch, settings.batch_size, tx.reserve()) => handed,
+                        };
+                        match handed {
+                            Ok(Ok(permit)) => permit.send(batch),
+                            Ok(Err(_decider_gone)) => break SessionEnd::Lost(None),
+                            Err(cause) => {
+                                let _ = tx.send(batch).await;
+                                break SessionEnd::Lost(cause);
+                            }
                         }
                     }
                     Collected::Ended(batch, cause) => {
