@@ -36,6 +36,8 @@ use crate::broker::{self, Broker, BrokerError, Publisher};
 use crate::config::Settings;
 use batcher::{Collected, next_batch, top_up};
 
+/// Decided batches that may wait for delivery; they are delivered together.
+const DECIDED_QUEUE: usize = 4;
 const RECONNECT_MIN: Duration = Duration::from_millis(200);
 const RECONNECT_MAX: Duration = Duration::from_secs(10);
 
@@ -132,7 +134,7 @@ impl Worker {
         // collector -> decider -> deliverer, one batch queued between each:
         // batch N+1 is decided (database) while batch N is delivered (broker).
         let (tx, mut rx) = mpsc::channel::<Vec<Delivery>>(1);
-        let (decided_tx, mut decided_rx) = mpsc::channel(1);
+        let (decided_tx, mut decided_rx) = mpsc::channel(DECIDED_QUEUE);
         let decider = async move {
             // Several batches are decided at once on their own connections
             // and come out in delivery order, so acks stay in order.
@@ -148,8 +150,12 @@ impl Worker {
             }
         };
         let deliverer = async {
-            while let Some(decided) = decided_rx.recv().await {
-                self.deliver_batch(&publisher, decided).await;
+            while let Some(first) = decided_rx.recv().await {
+                let mut ready = vec![first];
+                while let Ok(next) = decided_rx.try_recv() {
+                    ready.push(next);
+                }
+                self.deliver_batches(&publisher, ready).await;
             }
         };
         let collector = async {

@@ -83,16 +83,24 @@ impl Worker {
         }
     }
 
-    /// Publishes a decided batch's replies and dead letters, then acks it.
-    /// Broker trouble abandons the batch: its rows are committed, so the
-    /// redelivery gets the stored replies.
-    pub(super) async fn deliver_batch(&self, publisher: &Publisher, decided: Decided) {
-        let Decided {
-            batch,
-            fates,
-            started,
-            span,
-        } = decided;
+    /// Publishes the replies and dead letters of one or more decided batches
+    /// (in delivery order), waits for every confirm, then acks them all with
+    /// one ack. Merging the batches that queued up while the previous
+    /// delivery waited for its confirms keeps the confirm round trip from
+    /// capping throughput when batches are small. Broker trouble abandons
+    /// them: their rows are committed, so the redeliveries get the stored
+    /// replies.
+    pub(super) async fn deliver_batches(&self, publisher: &Publisher, decided: Vec<Decided>) {
+        let mut batch = Vec::new();
+        let mut fates = Vec::new();
+        let mut timings = Vec::with_capacity(decided.len());
+        let mut span = Span::none();
+        for d in decided {
+            batch.extend(d.batch);
+            fates.extend(d.fates);
+            timings.push(d.started);
+            span = d.span;
+        }
         let topology = &self.settings.topology;
         let delivered = decide::timed(
             "deliver",
@@ -115,6 +123,8 @@ impl Worker {
             }
         }
         metrics::gauge!("procinst_in_flight_deliveries").decrement(batch.len() as f64);
-        metrics::histogram!("procinst_batch_seconds").record(started.elapsed().as_secs_f64());
+        for started in timings {
+            metrics::histogram!("procinst_batch_seconds").record(started.elapsed().as_secs_f64());
+        }
     }
 }

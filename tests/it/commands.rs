@@ -1,7 +1,5 @@
 //! The operator commands, through the real broker and database.
 
-use std::time::Duration;
-
 use lapin::BasicProperties;
 use serde_json::{Value, json};
 
@@ -137,8 +135,7 @@ async fn dlq_list_shows_reasons_without_removing_and_replay_moves_after_the_fix(
         .await;
     client.replies(&env.reply_queue, 1).await; // the not-JSON one has an id to answer
     client.replies(&own, 1).await; // 1300002 to its own reply_to
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(client.depth(&env.dead_queue).await, 2);
+    assert!(client.settles_at(&env.dead_queue, 2).await);
 
     let listed = env.procinst(&["dlq", "list", "--json"], None);
     assert!(

@@ -530,6 +530,18 @@ impl Client {
             .collect()
     }
 
+    /// Waits until `queue` holds `n` ready messages (quorum queues settle
+    /// returns through Raft, a moment after the nack); false after 10 s.
+    pub async fn settles_at(&self, queue: &str, n: u32) -> bool {
+        for _ in 0..100 {
+            if self.depth(queue).await == n {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        false
+    }
+
     /// Messages currently in `queue`, via passive declare.
     pub async fn depth(&self, queue: &str) -> u32 {
         let ch = self.connection.create_channel().await.expect("channel");
