@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# Memory under backlog: N requests (4 processes each) wait in the queue
+# before the worker starts; the worker's RSS is sampled while it drains them.
+#
+#   benches/backlog.sh [N]        (default 100000)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+n=${1:-100000}
+export DATABASE_URL=${BENCH_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/procinst_bench}
+export PROCINST_REQUEST_QUEUE=procinst.backlog.requests
+export PROCINST_REPLY_QUEUE=procinst.backlog.replies
+export PROCINST_DEAD_LETTER_QUEUE=procinst.backlog.dead
+export RUST_LOG=${RUST_LOG:-warn}
+cargo build --release --quiet
+bin=target/release/procinst
+db=${DATABASE_URL##*/}
+psql "${DATABASE_URL%/*}/postgres" -qc "DROP DATABASE IF EXISTS \"$db\" WITH (FORCE)"
+work=$(mktemp -d)
+trap 'rm -rf "$work"; kill -TERM ${pid:-0} 2>/dev/null || true' EXIT
+python3 - "$n" "$work" <<'PY'
+import json, sys
+n, work = int(sys.argv[1]), sys.argv[2]
+with open(f"{work}/si.jsonl", "w") as f:
+    for i in range(64):
+        f.write(json.dumps({"id": 910000000 + i, "bk_biz_id": 910000}) + "\n")
+with open(f"{work}/requests.jsonl", "w") as f:
+    for i in range(n):
+        procs = [{"process_info": {
+            "bk_process_name": f"bl-{i}-{p}", "bk_func_name": f"bl-func-{i}-{p}",
+            "bk_start_param_regex": "--port=\\d+", "work_path": "/data/app/current",
+            "pid_file": "/data/app/run/app.pid", "start_cmd": "./bin/start.sh --daemon",
+            "stop_cmd": "./bin/stop.sh", "user": "app", "proc_num": 1, "priority": 1,
+            "timeout": 30, "auto_start": True,
+            "bind_info": [{"enable": True, "ip": "127.0.0.1", "port": "8000-8010",
+                           "protocol": "1", "template_row_id": p}]}} for p in range(4)]
+        f.write(json.dumps({"request_id": f"bl-{i}", "bk_biz_id": 910000,
+                            "service_instance_id": 910000000 + i % 64,
+                            "bk_username": "backlog", "processes": procs}) + "\n")
+PY
+$bin service-instance import "$work/si.jsonl"
+# Purge what an earlier run may have left, then fill the queue.
+rabbitmqctl -q purge_queue "$PROCINST_REQUEST_QUEUE" >/dev/null 2>&1 || true
+rabbitmqctl -q purge_queue "$PROCINST_REPLY_QUEUE" >/dev/null 2>&1 || true
+$bin publish "$work/requests.jsonl"
+depth() { rabbitmqctl -q list_queues name messages | awk -v q="$PROCINST_REQUEST_QUEUE" '$1==q {print $2}'; }
+echo "backlog: $(depth) messages"
+PROCINST_HTTP_ADDR=127.0.0.1:9479 $bin run &
+pid=$!
+start=$(date +%s.%N)
+peak=0
+samples=()
+while :; do
+  rss=$(awk '/VmRSS/ {print $2}' /proc/$pid/status)
+  [ "$rss" -gt "$peak" ] && peak=$rss
+  samples+=("$((rss / 1024))")
+  d=$(depth)
+  [ "${d:-1}" = 0 ] && break
+  sleep 1
+done
+end=$(date +%s.%N)
+rabbitmqctl -q purge_queue "$PROCINST_REPLY_QUEUE" >/dev/null 2>&1 || true
+echo "drained $n requests in $(echo "$end - $start" | bc) s; worker RSS MiB per second: ${samples[*]}"
+echo "peak RSS: $((peak / 1024)) MiB"
