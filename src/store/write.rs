@@ -1,6 +1,7 @@
 use std::time::Duration;
 
 use serde_json::Value;
+use tokio_postgres::types::ToSql;
 
 use super::{Client, ServiceInstance, StoreError};
 use crate::domain::Process;
@@ -67,9 +68,8 @@ pub async fn write_batch(
     let processes = ProcessColumns::from(requests);
     let audit = AuditColumns::from(requests);
     let retention_s = retention.as_secs_f64();
-    let expire_params: [&(dyn tokio_postgres::types::ToSql + Sync); 2] = [&log.ids, &retention_s];
-    let log_params: [&(dyn tokio_postgres::types::ToSql + Sync); 3] =
-        [&log.ids, &log.meanings, &log.replies];
+    let expire_params: [&(dyn ToSql + Sync); 2] = [&log.ids, &retention_s];
+    let log_params: [&(dyn ToSql + Sync); 3] = [&log.ids, &log.meanings, &log.replies];
     let process_params = processes.params();
     let audit_params = audit.params();
     let written = tokio::try_join!(
@@ -134,7 +134,7 @@ impl<'a> From<&'a [NewRequest<'a>]> for AuditColumns<'a> {
 }
 
 impl AuditColumns<'_> {
-    fn params(&self) -> [&(dyn tokio_postgres::types::ToSql + Sync); 6] {
+    fn params(&self) -> [&(dyn ToSql + Sync); 6] {
         [
             &self.request_ids,
             &self.service_instances,
@@ -203,47 +203,17 @@ impl<'a> From<&'a [NewRequest<'a>]> for ProcessColumns<'a> {
 }
 
 impl ProcessColumns<'_> {
-    fn params(&self) -> [&(dyn tokio_postgres::types::ToSql + Sync); 24] {
-        let [
-            name,
-            func,
-            regex,
-            description,
-            user,
-            work_path,
-            pid_file,
-            start,
-            stop,
-            restart,
-            reload,
-            face_stop,
-        ] = &self.text;
-        let [proc_num, priority, timeout, start_check] = &self.ints;
-        [
-            &self.id,
-            &self.biz,
-            &self.supplier,
-            &self.si,
-            &self.host,
-            name,
-            func,
-            regex,
-            description,
-            user,
-            work_path,
-            pid_file,
-            start,
-            stop,
-            restart,
-            reload,
-            face_stop,
-            proc_num,
-            priority,
-            timeout,
-            start_check,
-            &self.auto_start,
+    /// The parameters in the order of `insert_processes.sql`.
+    fn params(&self) -> Vec<&(dyn ToSql + Sync)> {
+        let mut params: Vec<&(dyn ToSql + Sync)> =
+            vec![&self.id, &self.biz, &self.supplier, &self.si, &self.host];
+        params.extend(self.text.iter().map(|c| c as &(dyn ToSql + Sync)));
+        params.extend(self.ints.iter().map(|c| c as &(dyn ToSql + Sync)));
+        params.extend([
+            &self.auto_start as &(dyn ToSql + Sync),
             &self.bind_info,
             &self.created_by,
-        ]
+        ]);
+        params
     }
 }

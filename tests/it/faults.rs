@@ -307,3 +307,44 @@ async fn json_logs_are_one_object_per_line_with_the_request_id() {
         .expect("a summary at shutdown");
     assert_eq!(stopped["fields"]["answered"], json!(1));
 }
+
+#[tokio::test]
+async fn a_consumer_cancelled_by_the_broker_is_noticed_and_resubscribed() {
+    let mut env = Env::new().await;
+    env.service_instance(1, 10, "0", 0, 1).await;
+    let w = env.start_worker(&[]).await;
+    let client = env.client().await;
+    client
+        .channel
+        .queue_delete(env.request_queue.as_str().into(), Default::default())
+        .await
+        .expect("delete the request queue under the worker");
+    // The worker reconnects, declares the queue again and consumes it.
+    let mut back = false;
+    for _ in 0..100 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let ch = client.connection.create_channel().await.expect("channel");
+        let declared = ch
+            .queue_declare(
+                env.request_queue.as_str().into(),
+                lapin::options::QueueDeclareOptions {
+                    passive: true,
+                    ..Default::default()
+                },
+                Default::default(),
+            )
+            .await;
+        if declared.is_ok_and(|q| q.consumer_count() == 1) {
+            back = true;
+            break;
+        }
+    }
+    assert!(
+        back,
+        "queue declared again and consumed; log:\n{}",
+        env.worker(w).log()
+    );
+    client.send(&request("after-cancel", 1, 10, "c", 1)).await;
+    let reply = client.replies(&env.reply_queue, 1).await.remove(0);
+    assert_eq!(reply.json["code"], json!(0));
+}

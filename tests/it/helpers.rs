@@ -423,10 +423,10 @@ impl Client {
             .expect("declare reply queue");
     }
 
-    /// Reads `n` replies from `queue` (acking them), within [`WAIT`].
-    pub async fn replies(&self, queue: &str, n: usize) -> Vec<Reply> {
+    /// A channel of its own consuming `queue`, with manual acks.
+    async fn consume(&self, queue: &str) -> (Channel, lapin::Consumer) {
         let channel = self.connection.create_channel().await.expect("channel");
-        let mut consumer = channel
+        let consumer = channel
             .basic_consume(
                 queue.into(),
                 unique("c").as_str().into(),
@@ -435,6 +435,12 @@ impl Client {
             )
             .await
             .expect("consume replies");
+        (channel, consumer)
+    }
+
+    /// Reads `n` replies from `queue` (acking them), within [`WAIT`].
+    pub async fn replies(&self, queue: &str, n: usize) -> Vec<Reply> {
+        let (channel, mut consumer) = self.consume(queue).await;
         let mut out = Vec::with_capacity(n);
         let collect = async {
             while out.len() < n {
@@ -477,16 +483,7 @@ impl Client {
         queue: &str,
         n: usize,
     ) -> HashMap<String, Vec<Vec<u8>>> {
-        let channel = self.connection.create_channel().await.expect("channel");
-        let mut consumer = channel
-            .basic_consume(
-                queue.into(),
-                unique("c").as_str().into(),
-                BasicConsumeOptions::default(),
-                FieldTable::default(),
-            )
-            .await
-            .expect("consume replies");
+        let (channel, mut consumer) = self.consume(queue).await;
         let mut seen: HashMap<String, Vec<Vec<u8>>> = HashMap::new();
         let mut settle = Duration::from_millis(0);
         loop {
