@@ -11,7 +11,7 @@ use std::{
 
 use anyhow::Context;
 use clap::Args;
-use futures::{StreamExt, stream::FuturesUnordered};
+use futures::{FutureExt, StreamExt, stream::FuturesUnordered};
 use lapin::{BasicProperties, Confirmation, options::BasicPublishOptions};
 use serde_json::Value;
 use tokio::sync::watch;
@@ -147,62 +147,61 @@ async fn publish_lines(
             tokio::time::sleep_until(due.into()).await;
         }
         while pending.len() >= args.in_flight.max(1) {
-            settle(&mut pending, channel, queue, &mut tally).await?;
+            if let Some(done) = pending.next().await {
+                settle(done, channel, queue, &mut tally).await?;
+            }
         }
         let properties = properties(&request_id, reply_to.as_deref());
         let body = line.into_bytes();
         let confirm = send(channel, queue, &body, properties.clone()).await?;
-        pending.push(confirmed(confirm, body, properties, 0));
-        let published = tally.published;
-        progress.update(position, || format!("published {published} lines"));
+        pending.push(confirmed(confirm, body, properties));
+        // Count the confirms that are in already, without waiting.
+        while let Some(Some(done)) = pending.next().now_or_never() {
+            settle(done, channel, queue, &mut tally).await?;
+        }
+        let (confirmed_lines, sent) = (tally.published, tally.published + pending.len() as u64);
+        progress.update(position, || {
+            format!("sent {sent} lines, {confirmed_lines} confirmed")
+        });
     }
-    while !pending.is_empty() {
-        settle(&mut pending, channel, queue, &mut tally).await?;
+    while let Some(done) = pending.next().await {
+        settle(done, channel, queue, &mut tally).await?;
     }
     progress.finish();
     Ok(tally)
 }
 
-type Confirmed = (
-    Result<Confirmation, lapin::Error>,
-    Vec<u8>,
-    BasicProperties,
-    u32,
-);
+type Confirmed = (Result<Confirmation, lapin::Error>, Vec<u8>, BasicProperties);
 
 async fn confirmed(
     confirm: lapin::PublisherConfirm,
     body: Vec<u8>,
     properties: BasicProperties,
-    attempt: u32,
 ) -> Confirmed {
-    (confirm.await, body, properties, attempt)
+    (confirm.await, body, properties)
 }
 
-/// Waits for one confirm; publishes a nacked line again.
-async fn settle<F: std::future::Future<Output = Confirmed>>(
-    pending: &mut FuturesUnordered<F>,
+/// Counts one confirm; a nacked line is published again (and awaited
+/// inline: nacks are rare) up to [`NACK_RETRIES`] times.
+async fn settle(
+    done: Confirmed,
     channel: &lapin::Channel,
     queue: &str,
     tally: &mut Tally,
 ) -> anyhow::Result<()> {
-    let Some((result, body, properties, attempt)) = pending.next().await else {
-        return Ok(());
-    };
-    match result? {
-        Confirmation::Nack(_) if attempt < NACK_RETRIES => {
-            tokio::time::sleep(Duration::from_millis(100 << attempt)).await;
-            let confirm = send(channel, queue, &body, properties.clone()).await?;
-            // Settled inline: retries are rare and keep their order simple.
-            let (again, ..) = confirmed(confirm, body, properties, attempt + 1).await;
-            match again? {
-                Confirmation::Nack(_) => tally.refused += 1,
-                _ => tally.published += 1,
-            }
+    let (mut result, body, properties) = done;
+    for attempt in 0..=NACK_RETRIES {
+        if !matches!(result?, Confirmation::Nack(_)) {
+            tally.published += 1;
+            return Ok(());
         }
-        Confirmation::Nack(_) => tally.refused += 1,
-        _ => tally.published += 1,
+        if attempt == NACK_RETRIES {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100 << attempt)).await;
+        result = send(channel, queue, &body, properties.clone()).await?.await;
     }
+    tally.refused += 1;
     Ok(())
 }
 

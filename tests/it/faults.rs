@@ -269,7 +269,7 @@ async fn a_request_the_database_rejects_is_isolated_and_dead_lettered() {
 }
 
 #[tokio::test]
-async fn json_logs_are_one_object_per_line_with_the_request_id() {
+async fn json_logs_are_one_object_per_line_and_sigint_stops_cleanly() {
     let mut env = Env::new().await;
     env.service_instance(1, 10, "0", 0, 1).await;
     let w = env
@@ -281,7 +281,8 @@ async fn json_logs_are_one_object_per_line_with_the_request_id() {
     let client = env.client().await;
     client.send(&request("json-1", 1, 10, "j", 1)).await;
     client.replies(&env.reply_queue, 1).await;
-    env.worker(w).signal("TERM");
+    // SIGINT takes the same graceful path as SIGTERM.
+    env.worker(w).signal("INT");
     assert_eq!(
         env.worker(w).wait_exit(Duration::from_secs(25)).await,
         Some(0)
