@@ -62,6 +62,9 @@ impl Worker {
     pub async fn run(&self, shutdown: CancellationToken) -> Result<(), BrokerError> {
         let mut backoff = Backoff::new(RECONNECT_MIN, RECONNECT_MAX);
         let mut attempt = 0u64;
+        // Shown by `rabbitmqctl list_connections`, so an operator can tell
+        // workers apart.
+        let connection_name = format!("procinst worker {}", std::process::id());
         loop {
             if attempt > 0 {
                 metrics::counter!("procinst_reconnects_total").increment(1);
@@ -74,7 +77,7 @@ impl Worker {
             attempt += 1;
             let broker = tokio::select! {
                 _ = shutdown.cancelled() => return Ok(()),
-                connected = broker::connect(&self.settings.amqp_url, "procinst worker") => connected,
+                connected = broker::connect(&self.settings.amqp_url, &connection_name) => connected,
             };
             let broker = match broker {
                 Ok(broker) => broker,

@@ -349,3 +349,93 @@ async fn a_consumer_cancelled_by_the_broker_is_noticed_and_resubscribed() {
     let reply = client.replies(&env.reply_queue, 1).await.remove(0);
     assert_eq!(reply.json["code"], json!(0));
 }
+
+#[tokio::test]
+async fn a_connection_closed_by_the_broker_is_reopened_and_nothing_is_lost() {
+    let mut env = Env::new().await;
+    env.service_instance(1, 10, "0", 0, 1).await;
+    let w = env.start_worker(&[]).await;
+    let client = env.client().await;
+    let pid = env.worker(w).child.id();
+    let close = move || {
+        // Close this worker's connection from the broker side, by its name.
+        let listed = std::process::Command::new("rabbitmqctl")
+            .args(["-q", "list_connections", "pid", "client_properties"])
+            .output()
+            .expect("rabbitmqctl list_connections");
+        let marker = format!("procinst worker {pid}\"");
+        let text = String::from_utf8_lossy(&listed.stdout);
+        let connection = text
+            .lines()
+            .find(|l| l.contains(&marker))
+            .and_then(|l| l.split('\t').next())
+            .expect("the worker's connection is listed")
+            .to_owned();
+        let closed = std::process::Command::new("rabbitmqctl")
+            .args(["-q", "close_connection", &connection, "test closes it"])
+            .status()
+            .expect("rabbitmqctl close_connection");
+        assert!(closed.success());
+    };
+    burst(&client, "bclose", 300, 100, close).await;
+    assert_exactly_once(&env, &client, 300, 2).await;
+    assert!(
+        env.worker(w).log().contains("reconnect"),
+        "the worker reconnected"
+    );
+}
+
+#[tokio::test]
+async fn a_message_redelivered_past_the_limit_is_dead_lettered_by_the_broker() {
+    use futures::StreamExt;
+    use lapin::options::{BasicConsumeOptions, BasicNackOptions};
+    let mut env = Env::new().await;
+    let w = env.start_worker(&[("PROCINST_DELIVERY_LIMIT", "2")]).await;
+    // Stop the worker, keeping the topology it declared; a stand-in
+    // consumer then fails the message every time, like a crash loop.
+    env.worker(w).signal("TERM");
+    assert_eq!(
+        env.worker(w).wait_exit(Duration::from_secs(25)).await,
+        Some(0)
+    );
+    let client = env.client().await;
+    client.send(&request("looping", 1, 10, "l", 1)).await;
+    let channel = client.connection.create_channel().await.expect("channel");
+    let mut consumer = channel
+        .basic_consume(
+            env.request_queue.as_str().into(),
+            "crashy".into(),
+            BasicConsumeOptions::default(),
+            Default::default(),
+        )
+        .await
+        .expect("consume");
+    for _ in 0..3 {
+        let Ok(Some(Ok(delivery))) =
+            tokio::time::timeout(Duration::from_secs(2), consumer.next()).await
+        else {
+            break;
+        };
+        delivery
+            .acker
+            .nack(BasicNackOptions {
+                requeue: true,
+                multiple: false,
+            })
+            .await
+            .expect("nack");
+    }
+    assert!(
+        client.settles_at(&env.dead_queue, 1).await,
+        "dead-lettered by the delivery limit"
+    );
+    let listed = env.procinst_with(
+        &["dlq", "list", "--json"],
+        None,
+        &[("PROCINST_DELIVERY_LIMIT", "2")],
+    );
+    let row: serde_json::Value = serde_json::from_slice(&listed.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&listed.stderr)));
+    assert_eq!(row["request_id"], json!("looping"));
+    assert_eq!(row["reason"], json!("delivery_limit"));
+}

@@ -95,8 +95,19 @@ impl Env {
 
     /// Runs `procinst ARGS` to completion with this test's settings.
     pub fn procinst(&self, args: &[&str], stdin: Option<&str>) -> std::process::Output {
+        self.procinst_with(args, stdin, &[])
+    }
+
+    /// Like [`Env::procinst`], with more environment variables.
+    pub fn procinst_with(
+        &self,
+        args: &[&str],
+        stdin: Option<&str>,
+        extra: &[(&str, &str)],
+    ) -> std::process::Output {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_procinst"));
         cmd.args(args).envs(self.vars()).env("RUST_LOG", "warn");
+        cmd.envs(extra.iter().copied());
         cmd.stdin(if stdin.is_some() {
             Stdio::piped()
         } else {
