@@ -3,6 +3,10 @@ use lapin::{Channel, Connection, ConnectionProperties, options::ConfirmSelectOpt
 use super::BrokerError;
 use crate::config::redact_url;
 
+/// Longest wait for a connection handshake; a half-open network path must
+/// not stall the reconnect loop.
+const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// A connection with the two channels the worker uses: one to consume and
 /// acknowledge on, one in confirm mode to publish on. Keeping them apart
 /// means a slow confirm never holds up the flow of deliveries.
@@ -15,8 +19,12 @@ pub struct Broker {
 /// Connects and opens both channels.
 pub async fn connect(url: &str, name: &str) -> Result<Broker, BrokerError> {
     let properties = ConnectionProperties::default().with_connection_name(name.into());
-    let connection = Connection::connect(url, properties)
+    let connection = tokio::time::timeout(CONNECT_TIMEOUT, Connection::connect(url, properties))
         .await
+        .map_err(|_| BrokerError::ConnectTimeout {
+            url: redact_url(url),
+            timeout: CONNECT_TIMEOUT,
+        })?
         .map_err(|source| BrokerError::Connect {
             url: redact_url(url),
             source,

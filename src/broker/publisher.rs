@@ -8,6 +8,9 @@ use super::BrokerError;
 /// Times a nacked message is published again before the caller is told.
 const NACK_RETRIES: u32 = 3;
 const NACK_BACKOFF: Duration = Duration::from_millis(50);
+/// Longest wait for the broker to confirm a set of messages; past it the
+/// caller treats the channel as broken.
+const CONFIRM_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// A message to publish: where, what, and with which properties.
 #[derive(Debug, Clone)]
@@ -47,7 +50,9 @@ impl Publisher {
             for message in &pending {
                 confirms.push(self.send(message).await?);
             }
-            let results = join_all(confirms).await;
+            let results = tokio::time::timeout(CONFIRM_TIMEOUT, join_all(confirms))
+                .await
+                .map_err(|_| BrokerError::ConfirmTimeout(CONFIRM_TIMEOUT))?;
             let mut nacked = Vec::new();
             for (message, result) in pending.iter().zip(results) {
                 if let Confirmation::Nack(_) = result? {

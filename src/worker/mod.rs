@@ -158,7 +158,15 @@ impl Worker {
                 while let Ok(next) = decided_rx.try_recv() {
                     ready.push(next);
                 }
-                self.deliver_batches(&publisher, ready).await;
+                if !self.deliver_batches(&publisher, ready).await {
+                    // Deliveries left unacked on a live channel would hold
+                    // their prefetch slots forever: close the channel so
+                    // the broker requeues them, and the session restarts.
+                    let _ = broker
+                        .consume
+                        .close(320, "delivery failed; reconnecting".into())
+                        .await;
+                }
             }
         };
         let collector = async {

@@ -89,8 +89,12 @@ impl Worker {
     /// delivery waited for its confirms keeps the confirm round trip from
     /// capping throughput when batches are small. Broker trouble abandons
     /// them: their rows are committed, so the redeliveries get the stored
-    /// replies.
-    pub(super) async fn deliver_batches(&self, publisher: &Publisher, decided: Vec<Decided>) {
+    /// replies. Returns false when the session must end for that to happen.
+    pub(super) async fn deliver_batches(
+        &self,
+        publisher: &Publisher,
+        decided: Vec<Decided>,
+    ) -> bool {
         let mut batch = Vec::new();
         let mut fates = Vec::new();
         let mut timings = Vec::with_capacity(decided.len());
@@ -106,25 +110,29 @@ impl Worker {
             "deliver",
             deliver::deliver(publisher, topology, &batch, &fates),
         );
-        match delivered.instrument(span).await {
+        let session_ok = match delivered.instrument(span).await {
             Ok(()) => {
                 let dead = fates
                     .iter()
                     .filter(|f| matches!(f, Fate::DeadLetter { .. }))
                     .count() as u64;
                 self.totals.add(fates.len() as u64 - dead, dead);
+                true
             }
             Err(e @ BrokerError::Nacked { .. }) => {
                 tracing::error!(error = %error_chain(&e), "replies refused; requeueing the batch");
                 deliver::requeue(&batch).await;
+                true
             }
             Err(e) => {
                 tracing::warn!(error = %error_chain(&e), "could not finish the batch; the broker redelivers it");
+                false
             }
-        }
+        };
         metrics::gauge!("procinst_in_flight_deliveries").decrement(batch.len() as f64);
         for started in timings {
             metrics::histogram!("procinst_batch_seconds").record(started.elapsed().as_secs_f64());
         }
+        session_ok
     }
 }
