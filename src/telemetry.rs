@@ -1,5 +1,5 @@
-//! The tracing subscriber: text or JSON lines on stderr, filtered by
-//! `RUST_LOG` (default `info`).
+//! The tracing subscriber (text or JSON lines on stderr, filtered by
+//! `RUST_LOG`, default `info`), stage timings, and errors as one line.
 
 use tracing_subscriber::{EnvFilter, fmt, prelude::*};
 
@@ -22,4 +22,33 @@ pub fn init(format: LogFormat) {
             )
             .try_init(),
     };
+}
+
+/// Runs a stage of the batch path and records its duration.
+pub async fn timed<T>(stage: &'static str, work: impl std::future::Future<Output = T>) -> T {
+    let started = std::time::Instant::now();
+    let out = work.await;
+    metrics::histogram!("procinst_stage_seconds", "stage" => stage)
+        .record(started.elapsed().as_secs_f64());
+    out
+}
+
+pub fn timed_sync<T>(stage: &'static str, work: impl FnOnce() -> T) -> T {
+    let started = std::time::Instant::now();
+    let out = work();
+    metrics::histogram!("procinst_stage_seconds", "stage" => stage)
+        .record(started.elapsed().as_secs_f64());
+    out
+}
+
+/// An error with its causes, one line.
+pub fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut line = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        line.push_str(": ");
+        line.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    line
 }

@@ -5,7 +5,8 @@ use tokio_util::sync::CancellationToken;
 use crate::config::Settings;
 use crate::http;
 use crate::store::{self, request_log};
-use crate::worker::{Backoff, Health, Totals, Worker, error_chain};
+use crate::telemetry::error_chain;
+use crate::worker::{Backoff, Health, Totals, Worker};
 
 /// How often the worker prunes expired request_log rows in the background.
 const PRUNE_EVERY: Duration = Duration::from_secs(600);

@@ -5,9 +5,11 @@ use std::{collections::HashSet, time::Duration};
 
 use deadpool_postgres::Pool;
 
-use super::plan::{self, Answer, Candidate};
+use super::created::Created;
+use super::plan::{self, Candidate};
 use crate::domain::{self, Code, Rejection, Request, Unreadable, reply};
-use crate::store::{self, NewProcess, NewRequest, StoreError};
+use crate::store::{self, StoreError};
+use crate::telemetry::{error_chain, timed, timed_sync};
 
 /// How often a round is decided again after losing a race to another
 /// writer before the batch is handed back as a transient failure.
@@ -209,149 +211,4 @@ fn valid<'c>(
         let processes = request.processes.as_ref().ok()?;
         Some((request, processes.as_slice()))
     })
-}
-
-/// The requests of a round that will create rows, with ids and replies.
-struct Created<'a> {
-    requests: Vec<Creation<'a>>,
-}
-
-struct Creation<'a> {
-    index: usize,
-    request: &'a Request,
-    processes: &'a [domain::Process],
-    meaning: &'a [u8],
-    service_instance: &'a store::ServiceInstance,
-    ids: Vec<i64>,
-    reply: Vec<u8>,
-    audit: String,
-}
-
-impl<'a> Created<'a> {
-    fn build(
-        candidates: &'a [Candidate<'a>],
-        answers: &[Answer],
-        lookup: &'a store::Lookup,
-    ) -> Self {
-        let mut next = lookup.ids.iter().copied();
-        let mut requests = Vec::new();
-        for (index, (c, answer)) in candidates.iter().zip(answers).enumerate() {
-            if *answer != Answer::Create {
-                continue;
-            }
-            let Ok(request) = c.checked else { continue };
-            let Ok(processes) = request.processes.as_ref() else {
-                continue;
-            };
-            let Some(si) = lookup.service_instances.get(&request.service_instance_id) else {
-                continue;
-            };
-            let own: Vec<i64> = next.by_ref().take(processes.len()).collect();
-            requests.push(Creation {
-                index,
-                request,
-                processes,
-                meaning: &c.decoded.meaning,
-                service_instance: si,
-                reply: reply::success(&request.request_id, &own),
-                audit: plan::audit_detail(si, processes, &own),
-                ids: own,
-            });
-        }
-        Self { requests }
-    }
-
-    fn rows(&self) -> Vec<NewRequest<'_>> {
-        self.requests
-            .iter()
-            .map(|c| NewRequest {
-                request_id: &c.request.request_id,
-                meaning: c.meaning,
-                reply: &c.reply,
-                service_instance: c.service_instance,
-                operator: &c.request.bk_username,
-                processes: c
-                    .ids
-                    .iter()
-                    .zip(c.processes)
-                    .map(|(&id, process)| NewProcess { id, process })
-                    .collect(),
-                audit_detail: &c.audit,
-            })
-            .collect()
-    }
-
-    fn into_fates(self, candidates: &[Candidate<'_>], answers: Vec<Answer>) -> Vec<Fate> {
-        let mut created = self.requests.into_iter().peekable();
-        candidates
-            .iter()
-            .zip(answers)
-            .enumerate()
-            .map(|(index, (c, answer))| {
-                let request_id = c.decoded.request_id.clone();
-                match answer {
-                    Answer::Stored(body) => Fate::Reply {
-                        request_id,
-                        body,
-                        outcome: Outcome::Stored,
-                    },
-                    Answer::Rejected { code, body } => Fate::Reply {
-                        request_id,
-                        body,
-                        outcome: Outcome::Rejected(code),
-                    },
-                    Answer::Create => match created.next_if(|c| c.index == index) {
-                        Some(c) => Fate::Reply {
-                            request_id,
-                            outcome: Outcome::Created {
-                                processes: c.ids.len(),
-                            },
-                            body: c.reply,
-                        },
-                        None => unreachable_fate(request_id),
-                    },
-                }
-            })
-            .collect()
-    }
-}
-
-/// A planned creation without a service instance cannot happen (the plan
-/// checked it); answer it as not found rather than panic.
-fn unreachable_fate(request_id: String) -> Fate {
-    let rejection = Rejection::new(Code::ServiceInstanceNotFound, "service instance vanished");
-    Fate::Reply {
-        body: reply::failure(&request_id, &rejection),
-        request_id,
-        outcome: Outcome::Rejected(Code::ServiceInstanceNotFound),
-    }
-}
-
-/// Runs a stage of the batch path and records its duration.
-pub async fn timed<T>(stage: &'static str, work: impl std::future::Future<Output = T>) -> T {
-    let started = std::time::Instant::now();
-    let out = work.await;
-    metrics::histogram!("procinst_stage_seconds", "stage" => stage)
-        .record(started.elapsed().as_secs_f64());
-    out
-}
-
-fn timed_sync<T>(stage: &'static str, work: impl FnOnce() -> T) -> T {
-    let started = std::time::Instant::now();
-    let out = work();
-    metrics::histogram!("procinst_stage_seconds", "stage" => stage)
-        .record(started.elapsed().as_secs_f64());
-    out
-}
-
-/// An error with its causes, one line.
-pub fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut line = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        line.push_str(": ");
-        line.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    line
 }

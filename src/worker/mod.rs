@@ -10,6 +10,7 @@
 
 mod backoff;
 pub(crate) mod batcher;
+mod created;
 pub mod decide;
 mod deliver;
 mod health;
@@ -29,11 +30,11 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 pub use backoff::Backoff;
-pub use decide::error_chain;
 pub use health::{Health, Totals};
 
 use crate::broker::{self, Broker, BrokerError, Publisher};
 use crate::config::Settings;
+use crate::telemetry::error_chain;
 use batcher::{Collected, next_batch, top_up};
 
 /// Decided batches that may wait for delivery; they are delivered together.

@@ -6,9 +6,10 @@ use std::time::{Duration, Instant};
 use lapin::message::Delivery;
 use tracing::{Instrument, Span};
 
-use super::decide::{self, Fate, Input, Limits, decide};
-use super::{Backoff, Worker, deliver, error_chain};
+use super::decide::{Fate, Input, Limits, decide};
+use super::{Backoff, Worker, deliver};
 use crate::broker::{BrokerError, Publisher};
+use crate::telemetry::{error_chain, timed};
 
 const DB_RETRY_MIN: Duration = Duration::from_millis(100);
 const DB_RETRY_MAX: Duration = Duration::from_secs(5);
@@ -106,7 +107,7 @@ impl Worker {
             span = d.span;
         }
         let topology = &self.settings.topology;
-        let delivered = decide::timed(
+        let delivered = timed(
             "deliver",
             deliver::deliver(publisher, topology, &batch, &fates),
         );

@@ -143,3 +143,117 @@ pub fn audit_detail(si: &ServiceInstance, processes: &[Process], ids: &[i64]) ->
     // Serialising plain structs and a serde_json::Value cannot fail.
     serde_json::to_string(&detail).unwrap_or_default()
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::store::{Existing, StoredReply};
+
+    fn decoded(request_id: &str, si: i64, biz: i64, names: &[&str]) -> Decoded {
+        let processes: Vec<_> = names
+            .iter()
+            .map(|n| json!({"process_info": {"bk_process_name": n, "bk_func_name": n}}))
+            .collect();
+        let body = json!({"request_id": request_id, "bk_biz_id": biz, "service_instance_id": si, "processes": processes});
+        domain::decode(&serde_json::to_vec(&body).unwrap(), None, 1 << 20).unwrap()
+    }
+
+    fn lookup() -> Lookup {
+        let si = |id, biz, template| ServiceInstance {
+            id,
+            bk_biz_id: biz,
+            bk_supplier_account: "0".to_owned(),
+            service_template_id: template,
+            bk_host_id: 1,
+        };
+        Lookup {
+            service_instances: [(1, si(1, 10, 0)), (2, si(2, 10, 7))].into_iter().collect(),
+            ..Lookup::default()
+        }
+    }
+
+    fn answers(requests: &[Decoded], lookup: &Lookup) -> Vec<Answer> {
+        let checked: Vec<_> = requests.iter().map(Decoded::validate).collect();
+        let candidates: Vec<_> = requests
+            .iter()
+            .zip(&checked)
+            .map(|(decoded, checked)| Candidate { decoded, checked })
+            .collect();
+        plan(&candidates, lookup)
+    }
+
+    fn code(answer: &Answer) -> Option<Code> {
+        match answer {
+            Answer::Rejected { code, .. } => Some(*code),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn a_stored_request_with_the_same_meaning_gets_its_reply_and_another_meaning_1300001() {
+        let same = decoded("r", 1, 10, &["a"]);
+        let other = decoded("r", 1, 10, &["b"]);
+        let mut lookup = lookup();
+        lookup.stored.insert(
+            "r".to_owned(),
+            StoredReply {
+                meaning: same.meaning.to_vec(),
+                reply: b"stored".to_vec(),
+            },
+        );
+        assert_eq!(
+            answers(&[same], &lookup),
+            vec![Answer::Stored(b"stored".to_vec())]
+        );
+        assert_eq!(
+            code(&answers(&[other], &lookup)[0]),
+            Some(Code::RequestIdReused)
+        );
+    }
+
+    #[test]
+    fn the_service_instance_is_checked_before_the_processes() {
+        let lookup = lookup();
+        let unknown = decoded("a", 3, 10, &[""]);
+        let other_business = decoded("b", 1, 11, &["x"]);
+        let from_template = decoded("c", 2, 10, &["x"]);
+        let bad_process = decoded("d", 1, 10, &[""]);
+        let got: Vec<_> = answers(
+            &[unknown, other_business, from_template, bad_process],
+            &lookup,
+        )
+        .iter()
+        .map(code)
+        .collect();
+        assert_eq!(
+            got,
+            vec![
+                Some(Code::ServiceInstanceNotFound),
+                Some(Code::WrongBusiness),
+                Some(Code::FromTemplate),
+                Some(Code::InvalidValue),
+            ]
+        );
+    }
+
+    #[test]
+    fn the_earlier_request_wins_and_existing_processes_count() {
+        let mut lookup = lookup();
+        lookup.existing.push(Existing {
+            service_instance_id: 1,
+            name: "old".to_owned(),
+            func_name: "old-func".to_owned(),
+            start_param_regex: String::new(),
+        });
+        let first = decoded("a", 1, 10, &["x"]);
+        let second = decoded("b", 1, 10, &["x"]);
+        let clash = decoded("c", 1, 10, &["old"]);
+        let got = answers(&[first, second, clash], &lookup);
+        assert_eq!(got[0], Answer::Create);
+        assert_eq!(code(&got[1]), Some(Code::Duplicate));
+        assert_eq!(code(&got[2]), Some(Code::Duplicate));
+    }
+}
