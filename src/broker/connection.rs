@@ -21,19 +21,28 @@ pub async fn connect(url: &str, name: &str) -> Result<Broker, BrokerError> {
     let properties = ConnectionProperties::default().with_connection_name(name.into());
     let connection = tokio::time::timeout(CONNECT_TIMEOUT, Connection::connect(url, properties))
         .await
-        .map_err(|_| BrokerError::ConnectTimeout {
-            url: redact_url(url),
-            timeout: CONNECT_TIMEOUT,
+        .map_err(|_| BrokerError::Timeout {
+            what: "connecting",
+            after: CONNECT_TIMEOUT,
         })?
         .map_err(|source| BrokerError::Connect {
             url: redact_url(url),
             source,
         })?;
-    let consume = connection.create_channel().await?;
-    let publish = connection.create_channel().await?;
-    publish
-        .confirm_select(ConfirmSelectOptions::default())
-        .await?;
+    let channels = async {
+        let consume = connection.create_channel().await?;
+        let publish = connection.create_channel().await?;
+        publish
+            .confirm_select(ConfirmSelectOptions::default())
+            .await?;
+        Ok::<_, lapin::Error>((consume, publish))
+    };
+    let (consume, publish) = tokio::time::timeout(CONNECT_TIMEOUT, channels)
+        .await
+        .map_err(|_| BrokerError::Timeout {
+            what: "opening channels",
+            after: CONNECT_TIMEOUT,
+        })??;
     Ok(Broker {
         connection,
         consume,
@@ -49,10 +58,15 @@ impl Broker {
             && self.publish.status().connected()
     }
 
-    /// Closes the channels and the connection, ignoring what is already gone.
+    /// Closes the channels and the connection, ignoring what is already
+    /// gone, and giving up after [`CONNECT_TIMEOUT`] on a broker that does
+    /// not answer (the socket is dropped with the connection anyway).
     pub async fn close(&self) {
-        let _ = self.consume.close(200, "bye".into()).await;
-        let _ = self.publish.close(200, "bye".into()).await;
-        let _ = self.connection.close(200, "bye".into()).await;
+        let close = async {
+            let _ = self.consume.close(200, "bye".into()).await;
+            let _ = self.publish.close(200, "bye".into()).await;
+            let _ = self.connection.close(200, "bye".into()).await;
+        };
+        let _ = tokio::time::timeout(CONNECT_TIMEOUT, close).await;
     }
 }

@@ -8,11 +8,12 @@ pub enum BrokerError {
         #[source]
         source: lapin::Error,
     },
-    /// The connection handshake did not finish in time.
-    #[error("no answer from RabbitMQ at {url} within {timeout:?}")]
-    ConnectTimeout {
-        url: String,
-        timeout: std::time::Duration,
+    /// RabbitMQ did not answer in time: a half-open network path, or a
+    /// broker too busy to be useful. Treated like a lost connection.
+    #[error("no answer from RabbitMQ within {after:?} while {what}")]
+    Timeout {
+        what: &'static str,
+        after: std::time::Duration,
     },
     /// A queue or exchange exists with other arguments: a configuration
     /// error that retrying cannot fix.
@@ -25,9 +26,6 @@ pub enum BrokerError {
     /// The broker refused to take a message (basic.nack).
     #[error("the broker refused a message published to {routing_key}")]
     Nacked { routing_key: String },
-    /// Confirms did not arrive in time; the channel is treated as broken.
-    #[error("no publisher confirm within {0:?}")]
-    ConfirmTimeout(std::time::Duration),
     #[error("RabbitMQ error")]
     Amqp(#[from] lapin::Error),
 }

@@ -46,13 +46,21 @@ impl Publisher {
             if attempt > 0 {
                 tokio::time::sleep(NACK_BACKOFF * attempt).await;
             }
-            let mut confirms = Vec::with_capacity(pending.len());
-            for message in &pending {
-                confirms.push(self.send(message).await?);
-            }
-            let results = tokio::time::timeout(CONFIRM_TIMEOUT, join_all(confirms))
+            let round = async {
+                let mut confirms = Vec::with_capacity(pending.len());
+                for message in &pending {
+                    confirms.push(self.send(message).await?);
+                }
+                Ok::<_, BrokerError>(join_all(confirms).await)
+            };
+            // Bounds the sends too: a publish racing a dying connection must
+            // not hold the batch (and its prefetch slots) forever.
+            let results = tokio::time::timeout(CONFIRM_TIMEOUT, round)
                 .await
-                .map_err(|_| BrokerError::ConfirmTimeout(CONFIRM_TIMEOUT))?;
+                .map_err(|_| BrokerError::Timeout {
+                    what: "publishing with confirms",
+                    after: CONFIRM_TIMEOUT,
+                })??;
             let mut nacked = Vec::new();
             for (message, result) in pending.iter().zip(results) {
                 if let Confirmation::Nack(_) = result? {

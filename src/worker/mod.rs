@@ -39,6 +39,8 @@ use batcher::{Collected, next_batch, top_up};
 
 /// Decided batches that may wait for delivery; they are delivered together.
 const DECIDED_QUEUE: usize = 4;
+/// Longest wait for the broker to declare the topology and subscribe.
+const SUBSCRIBE_TIMEOUT: Duration = Duration::from_secs(30);
 const RECONNECT_MIN: Duration = Duration::from_millis(200);
 const RECONNECT_MAX: Duration = Duration::from_secs(10);
 
@@ -115,21 +117,30 @@ impl Worker {
         backoff: &mut Backoff,
     ) -> Result<SessionEnd, BrokerError> {
         let settings = &self.settings;
-        broker::declare(&broker.consume, &settings.topology).await?;
-        broker
-            .consume
-            .basic_qos(settings.prefetch, BasicQosOptions::default())
-            .await?;
         let tag = format!("procinst-{}", std::process::id());
-        let mut consumer = broker
-            .consume
-            .basic_consume(
-                settings.topology.request_queue.as_str().into(),
-                tag.as_str().into(),
-                BasicConsumeOptions::default(),
-                FieldTable::default(),
-            )
-            .await?;
+        let subscribe = async {
+            broker::declare(&broker.consume, &settings.topology).await?;
+            broker
+                .consume
+                .basic_qos(settings.prefetch, BasicQosOptions::default())
+                .await?;
+            let consumer = broker
+                .consume
+                .basic_consume(
+                    settings.topology.request_queue.as_str().into(),
+                    tag.as_str().into(),
+                    BasicConsumeOptions::default(),
+                    FieldTable::default(),
+                )
+                .await?;
+            Ok::<_, BrokerError>(consumer)
+        };
+        let mut consumer = tokio::time::timeout(SUBSCRIBE_TIMEOUT, subscribe)
+            .await
+            .map_err(|_| BrokerError::Timeout {
+                what: "declaring the topology and subscribing",
+                after: SUBSCRIBE_TIMEOUT,
+            })??;
         self.health.set_consuming(true);
         backoff.reset();
         tracing::info!(queue = %settings.topology.request_queue, prefetch = settings.prefetch, "consuming");

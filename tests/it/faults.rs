@@ -439,3 +439,19 @@ async fn a_message_redelivered_past_the_limit_is_dead_lettered_by_the_broker() {
     assert_eq!(row["request_id"], json!("looping"));
     assert_eq!(row["reason"], json!("delivery_limit"));
 }
+
+#[tokio::test]
+async fn an_idle_worker_whose_connection_is_cut_reconnects() {
+    let mut env = Env::new().await;
+    env.service_instance(1, 10, "0", 0, 1).await;
+    let proxy = Proxy::start("127.0.0.1:5672").await;
+    let url = format!("amqp://guest:guest@{}/%2f", proxy.addr);
+    let w = env.start_worker(&[("AMQP_URL", &url)]).await;
+    let client = env.client().await;
+    proxy.cut();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    client.send(&request("idle-cut", 1, 10, "i", 1)).await;
+    let reply = client.replies(&env.reply_queue, 1).await.remove(0);
+    assert_eq!(reply.json["code"], json!(0));
+    assert!(env.worker(w).log().contains("reconnect"));
+}

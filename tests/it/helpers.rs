@@ -185,6 +185,13 @@ impl Drop for Env {
     fn drop(&mut self) {
         for worker in &mut self.workers {
             worker.kill();
+            if std::thread::panicking() {
+                eprintln!(
+                    "--- log of worker {} ---\n{}",
+                    worker.child.id(),
+                    worker.log()
+                );
+            }
         }
         let database = self.database.clone();
         let queues = [
