@@ -7,6 +7,7 @@ use deadpool_postgres::Pool;
 
 use super::created::Created;
 use super::plan::{self, Candidate};
+use super::turnstile::Turn;
 use crate::domain::{self, Code, Rejection, Request, Unreadable, reply};
 use crate::store::{self, StoreError};
 use crate::telemetry::{error_chain, timed, timed_sync};
@@ -60,6 +61,7 @@ pub struct Limits {
 pub async fn decide(
     pool: &Pool,
     limits: Limits,
+    turn: &Turn,
     inputs: &[Input<'_>],
 ) -> Result<Vec<Fate>, StoreError> {
     let mut fates: Vec<Option<Fate>> = vec![None; inputs.len()];
@@ -89,7 +91,7 @@ pub async fn decide(
                 checked: &checked[k],
             })
             .collect();
-        let decided = decide_round(pool, limits, &candidates).await?;
+        let decided = decide_round(pool, limits, turn, &candidates).await?;
         for (&k, fate) in round.iter().zip(decided) {
             fates[readable[k].0] = Some(fate);
         }
@@ -118,9 +120,10 @@ fn dead_letter(unreadable: &Unreadable) -> Fate {
 async fn decide_round(
     pool: &Pool,
     limits: Limits,
+    turn: &Turn,
     candidates: &[Candidate<'_>],
 ) -> Result<Vec<Fate>, StoreError> {
-    match attempt_round(pool, limits, candidates).await {
+    match attempt_round(pool, limits, turn, candidates).await {
         Ok(fates) => Ok(fates),
         Err(e) if e.is_transient() => Err(e),
         Err(e) if candidates.len() == 1 => {
@@ -138,8 +141,8 @@ async fn decide_round(
         Err(e) => {
             tracing::warn!(error = %error_chain(&e), size = candidates.len(), "batch write failed; splitting it");
             let (left, right) = candidates.split_at(candidates.len() / 2);
-            let mut fates = Box::pin(decide_round(pool, limits, left)).await?;
-            fates.extend(Box::pin(decide_round(pool, limits, right)).await?);
+            let mut fates = Box::pin(decide_round(pool, limits, turn, left)).await?;
+            fates.extend(Box::pin(decide_round(pool, limits, turn, right)).await?);
             Ok(fates)
         }
     }
@@ -150,6 +153,7 @@ async fn decide_round(
 async fn attempt_round(
     pool: &Pool,
     limits: Limits,
+    turn: &Turn,
     candidates: &[Candidate<'_>],
 ) -> Result<Vec<Fate>, StoreError> {
     let client = pool.get().await?;
@@ -186,6 +190,8 @@ async fn attempt_round(
         let answers = plan::plan(candidates, &lookup);
         let created = Created::build(candidates, &answers, &lookup);
         let rows = created.rows();
+        // Earlier batches commit first; see the turnstile.
+        timed("turn", turn.wait()).await;
         match timed(
             "write",
             store::write_batch(&client, &rows, limits.retention),

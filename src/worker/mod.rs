@@ -16,6 +16,7 @@ mod deliver;
 mod health;
 mod pipeline;
 pub mod plan;
+mod turnstile;
 
 use std::{sync::Arc, time::Duration};
 
@@ -36,6 +37,7 @@ use crate::broker::{self, Broker, BrokerError, Publisher};
 use crate::config::Settings;
 use crate::telemetry::error_chain;
 use batcher::{Collected, next_batch, top_up};
+use turnstile::Turnstile;
 
 /// Decided batches that may wait for delivery; they are delivered together.
 const DECIDED_QUEUE: usize = 4;
@@ -152,9 +154,11 @@ impl Worker {
         let (decided_tx, mut decided_rx) = mpsc::channel(DECIDED_QUEUE);
         let decider = async move {
             // Several batches are decided at once on their own connections
-            // and come out in delivery order, so acks stay in order.
+            // and come out in delivery order, so acks stay in order; their
+            // writes take turns in the same order.
+            let turnstile = Turnstile::default();
             let mut decided = futures::stream::poll_fn(|cx| rx.poll_recv(cx))
-                .map(|batch| self.decide_batch(batch))
+                .map(|batch| self.decide_batch(batch, turnstile.take()))
                 .buffered(settings.concurrent_batches());
             while let Some(batch) = decided.next().await {
                 if let Some(batch) = batch

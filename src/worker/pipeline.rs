@@ -7,6 +7,7 @@ use lapin::message::Delivery;
 use tracing::{Instrument, Span};
 
 use super::decide::{Fate, Input, Limits, decide};
+use super::turnstile::Turn;
 use super::{Backoff, Worker, deliver};
 use crate::broker::{BrokerError, Publisher};
 use crate::telemetry::{error_chain, timed};
@@ -26,7 +27,7 @@ impl Worker {
     /// Decides a batch. Database trouble is retried with backoff for as long
     /// as the batch's channel lives; `None` when the channel died meanwhile
     /// (the broker redelivers the batch).
-    pub(super) async fn decide_batch(&self, batch: Vec<Delivery>) -> Option<Decided> {
+    pub(super) async fn decide_batch(&self, batch: Vec<Delivery>, turn: Turn) -> Option<Decided> {
         let span = tracing::info_span!("batch", size = batch.len());
         let started = Instant::now();
         metrics::histogram!("procinst_batch_size").record(batch.len() as f64);
@@ -36,9 +37,10 @@ impl Worker {
             metrics::counter!("procinst_redeliveries_total").increment(redelivered as u64);
         }
         let fates = self
-            .decide_with_retries(&batch)
+            .decide_with_retries(&batch, &turn)
             .instrument(span.clone())
             .await;
+        drop(turn);
         match fates {
             Some(fates) => Some(Decided {
                 batch,
@@ -53,7 +55,7 @@ impl Worker {
         }
     }
 
-    async fn decide_with_retries(&self, batch: &[Delivery]) -> Option<Vec<Fate>> {
+    async fn decide_with_retries(&self, batch: &[Delivery], turn: &Turn) -> Option<Vec<Fate>> {
         let inputs: Vec<Input<'_>> = batch
             .iter()
             .map(|d| Input {
@@ -67,7 +69,7 @@ impl Worker {
         };
         let mut retry = Backoff::new(DB_RETRY_MIN, DB_RETRY_MAX);
         loop {
-            match decide(&self.pool, limits, &inputs).await {
+            match decide(&self.pool, limits, turn, &inputs).await {
                 Ok(fates) => return Some(fates),
                 Err(e) => {
                     metrics::counter!("procinst_db_retries_total").increment(1);

@@ -162,9 +162,8 @@ async fn dlq_list_shows_reasons_without_removing_and_replay_moves_after_the_fix(
         rows.iter()
             .all(|r| r["stored_result"] == json!(false) && r["count"] == json!(1))
     );
-    assert_eq!(
-        client.depth(&env.dead_queue).await,
-        2,
+    assert!(
+        client.settles_at(&env.dead_queue, 2).await,
         "list removes nothing"
     );
 
@@ -173,9 +172,8 @@ async fn dlq_list_shows_reasons_without_removing_and_replay_moves_after_the_fix(
         None,
     );
     assert!(String::from_utf8_lossy(&dry.stdout).contains("would create"));
-    assert_eq!(
-        client.depth(&env.dead_queue).await,
-        2,
+    assert!(
+        client.settles_at(&env.dead_queue, 2).await,
         "a dry run moves nothing"
     );
 
@@ -191,9 +189,8 @@ async fn dlq_list_shows_reasons_without_removing_and_replay_moves_after_the_fix(
     let reply = client.replies(&own, 1).await.remove(0);
     assert_eq!(reply.json["code"], json!(0), "{}", reply.json);
     assert_eq!(env.count("SELECT count(*) FROM process").await, 4);
-    assert_eq!(
-        client.depth(&env.dead_queue).await,
-        1,
+    assert!(
+        client.settles_at(&env.dead_queue, 1).await,
         "only the replayed message left"
     );
     client
