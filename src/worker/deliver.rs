@@ -1,7 +1,7 @@
 //! Carrying out the fates of a batch: dead-letter copies and replies are
 //! published and confirmed first, then the batch is acknowledged at once.
 
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use lapin::{
     message::Delivery,
@@ -11,6 +11,9 @@ use lapin::{
 use super::decide::{Fate, Outcome};
 use crate::broker::{BrokerError, Outgoing, Publisher, headers, reply_properties};
 use crate::config::Topology;
+
+/// Longest wait for the broker to take an ack or nack.
+const ACK_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Publishes what `fates` call for, waits for every confirm, then acks the
 /// whole batch with one `multiple` ack.
@@ -64,7 +67,16 @@ pub async fn deliver(
     }
     publisher.publish_all(&outgoing).await?;
     if let Some(last) = batch.last() {
-        last.acker.ack(BasicAckOptions { multiple: true }).await?;
+        // An ack racing a dying connection may never be answered.
+        tokio::time::timeout(
+            ACK_TIMEOUT,
+            last.acker.ack(BasicAckOptions { multiple: true }),
+        )
+        .await
+        .map_err(|_| BrokerError::Timeout {
+            what: "acknowledging a batch",
+            after: ACK_TIMEOUT,
+        })??;
     }
     record(fates);
     Ok(())
@@ -78,8 +90,14 @@ pub async fn requeue(batch: &[Delivery]) {
             multiple: true,
             requeue: true,
         };
-        if let Err(e) = last.acker.nack(options).await {
-            tracing::warn!(error = %e, "could not requeue a batch; the broker will on channel close");
+        match tokio::time::timeout(ACK_TIMEOUT, last.acker.nack(options)).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "could not requeue a batch; the broker will on channel close")
+            }
+            Err(_) => {
+                tracing::warn!("no answer to a requeue; the broker will requeue on channel close")
+            }
         }
     }
 }

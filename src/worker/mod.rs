@@ -43,6 +43,8 @@ use turnstile::Turnstile;
 const DECIDED_QUEUE: usize = 4;
 /// Longest wait for the broker to declare the topology and subscribe.
 const SUBSCRIBE_TIMEOUT: Duration = Duration::from_secs(30);
+/// How often the collector checks that the connection is still usable.
+const HEALTH_CHECK: Duration = Duration::from_secs(1);
 const RECONNECT_MIN: Duration = Duration::from_millis(200);
 const RECONNECT_MAX: Duration = Duration::from_secs(10);
 
@@ -178,10 +180,10 @@ impl Worker {
                     // Deliveries left unacked on a live channel would hold
                     // their prefetch slots forever: close the channel so
                     // the broker requeues them, and the session restarts.
-                    let _ = broker
+                    let close = broker
                         .consume
-                        .close(320, "delivery failed; reconnecting".into())
-                        .await;
+                        .close(320, "delivery failed; reconnecting".into());
+                    let _ = tokio::time::timeout(Duration::from_secs(10), close).await;
                 }
             }
         };
@@ -190,6 +192,7 @@ impl Worker {
                 let collected = tokio::select! {
                     biased;
                     _ = shutdown.cancelled() => break SessionEnd::Shutdown,
+                    _ = broker_lost(broker) => break SessionEnd::Lost(None),
                     collected = next_batch(&mut consumer, settings.batch_size, settings.batch_linger()) => collected,
                 };
                 match collected {
@@ -197,6 +200,7 @@ impl Worker {
                         let handed = tokio::select! {
                             biased;
                             _ = shutdown.cancelled() => break SessionEnd::Shutdown,
+                            _ = broker_lost(broker) => break SessionEnd::Lost(None),
                             handed = top_up(&mut consumer, &mut batch, settings.batch_size, tx.reserve()) => handed,
                         };
                         match handed {
@@ -229,5 +233,18 @@ impl Worker {
         };
         let (end, (), ()) = tokio::join!(collector, decider, deliverer);
         Ok(end)
+    }
+}
+
+/// Resolves once the connection or a channel is no longer usable. The
+/// consumer stream normally ends then too; this makes sure the session
+/// ends even when the collector is waiting on something else.
+async fn broker_lost(broker: &Broker) {
+    let mut check = tokio::time::interval(HEALTH_CHECK);
+    loop {
+        check.tick().await;
+        if !broker.is_healthy() {
+            return;
+        }
     }
 }
