@@ -157,31 +157,32 @@ async fn attempt_round(
     candidates: &[Candidate<'_>],
 ) -> Result<Vec<Fate>, StoreError> {
     let client = pool.get().await?;
-    for _ in 0..RACE_RETRIES {
-        let request_ids: Vec<&str> = candidates
-            .iter()
-            .map(|c| c.decoded.request_id.as_str())
-            .filter(|id| !id.contains('\0'))
-            .collect();
-        // Every request past checks (3) and (4) needs its service instance
-        // checked (5), even when one of its processes is invalid (6).
-        let mut si_ids: Vec<i64> = candidates
-            .iter()
-            .filter_map(|c| c.checked.as_ref().ok())
-            .map(|r| r.service_instance_id)
-            .collect();
-        si_ids.sort_unstable();
-        si_ids.dedup();
-        let keys: Vec<store::Candidate<'_>> = valid(candidates)
-            .flat_map(|(r, processes)| {
-                processes.iter().map(|p| store::Candidate {
-                    service_instance_id: r.service_instance_id,
-                    name: &p.bk_process_name,
-                    func_name: &p.bk_func_name,
-                    start_param_regex: &p.bk_start_param_regex,
-                })
+    // What the round asks the database for does not change between retries.
+    let request_ids: Vec<&str> = candidates
+        .iter()
+        .map(|c| c.decoded.request_id.as_str())
+        .filter(|id| !id.contains('\0'))
+        .collect();
+    // Every request past checks (3) and (4) needs its service instance
+    // checked (5), even when one of its processes is invalid (6).
+    let mut si_ids: Vec<i64> = candidates
+        .iter()
+        .filter_map(|c| c.checked.as_ref().ok())
+        .map(|r| r.service_instance_id)
+        .collect();
+    si_ids.sort_unstable();
+    si_ids.dedup();
+    let keys: Vec<store::Candidate<'_>> = valid(candidates)
+        .flat_map(|(r, processes)| {
+            processes.iter().map(|p| store::Candidate {
+                service_instance_id: r.service_instance_id,
+                name: &p.bk_process_name,
+                func_name: &p.bk_func_name,
+                start_param_regex: &p.bk_start_param_regex,
             })
-            .collect();
+        })
+        .collect();
+    for _ in 0..RACE_RETRIES {
         let lookup = timed(
             "lookup",
             store::lookup(&client, &request_ids, limits.retention, &si_ids, &keys),
