@@ -17,17 +17,21 @@ pub enum StoreError {
 }
 
 impl StoreError {
-    /// True when the database, not the data, is at fault: the connection
-    /// broke, the server is starting or stopping, or it chose a victim among
-    /// concurrent transactions. Such work is retried, never answered.
+    /// True when the database, not the request's data, is at fault, and
+    /// waiting may fix it: the connection broke, the server is read-only
+    /// after a failover, a privilege or table is missing, it ran out of
+    /// resources or failed internally. Such work is kept and retried, never
+    /// answered and never dead-lettered.
+    ///
+    /// Only an error caused by one request's data is that request's fault:
+    /// data exceptions (class 22), integrity violations (class 23) other
+    /// than unique violations (races, decided again), and program limits
+    /// (class 54). Contract section 5.
     pub fn is_transient(&self) -> bool {
         match self {
             StoreError::Pool(_) | StoreError::Contended => true,
             StoreError::Build(_) | StoreError::Migration(_) => false,
-            StoreError::Db(e) => match e.code() {
-                None => true,
-                Some(state) => is_transient_state(state),
-            },
+            StoreError::Db(e) => !e.code().is_some_and(is_data_fault),
         }
     }
 
@@ -35,14 +39,22 @@ impl StoreError {
     pub fn is_unique_violation(&self) -> bool {
         matches!(self, StoreError::Db(e) if e.code() == Some(&SqlState::UNIQUE_VIOLATION))
     }
+
+    /// The SQLSTATE, when the server sent one; for logs and `/readyz`.
+    pub fn sqlstate(&self) -> Option<&str> {
+        match self {
+            StoreError::Db(e) => e.code().map(SqlState::code),
+            _ => None,
+        }
+    }
 }
 
-fn is_transient_state(state: &SqlState) -> bool {
-    let class = &state.code()[..2];
-    // 08 connection, 40 rollback (serialization, deadlock), 53 resources,
-    // 55 lock not available, 57 operator intervention (admin shutdown,
-    // terminated backend), 58 system error.
-    matches!(class, "08" | "40" | "53" | "55" | "57" | "58")
+/// True for the SQLSTATEs a request's own data causes.
+fn is_data_fault(state: &SqlState) -> bool {
+    if *state == SqlState::UNIQUE_VIOLATION {
+        return false;
+    }
+    matches!(&state.code()[..2], "22" | "23" | "54")
 }
 
 #[cfg(test)]
@@ -50,12 +62,36 @@ mod tests {
     use super::*;
 
     #[test]
-    fn classes_that_waiting_fixes_are_transient() {
-        assert!(is_transient_state(&SqlState::ADMIN_SHUTDOWN));
-        assert!(is_transient_state(&SqlState::T_R_DEADLOCK_DETECTED));
-        assert!(is_transient_state(&SqlState::CONNECTION_FAILURE));
-        assert!(!is_transient_state(&SqlState::UNIQUE_VIOLATION));
-        assert!(!is_transient_state(&SqlState::CHARACTER_NOT_IN_REPERTOIRE));
-        assert!(!is_transient_state(&SqlState::UNDEFINED_TABLE));
+    fn only_data_exceptions_integrity_violations_and_program_limits_blame_the_request() {
+        for data in [
+            SqlState::CHARACTER_NOT_IN_REPERTOIRE,
+            SqlState::NUMERIC_VALUE_OUT_OF_RANGE,
+            SqlState::NOT_NULL_VIOLATION,
+            SqlState::CHECK_VIOLATION,
+            SqlState::FOREIGN_KEY_VIOLATION,
+            SqlState::PROGRAM_LIMIT_EXCEEDED,
+            SqlState::STATEMENT_TOO_COMPLEX,
+        ] {
+            assert!(is_data_fault(&data), "{} is the data's fault", data.code());
+        }
+        for database in [
+            SqlState::UNIQUE_VIOLATION,
+            SqlState::READ_ONLY_SQL_TRANSACTION,
+            SqlState::INSUFFICIENT_PRIVILEGE,
+            SqlState::UNDEFINED_TABLE,
+            SqlState::INTERNAL_ERROR,
+            SqlState::FEATURE_NOT_SUPPORTED,
+            SqlState::ADMIN_SHUTDOWN,
+            SqlState::T_R_DEADLOCK_DETECTED,
+            SqlState::CONNECTION_FAILURE,
+            SqlState::TOO_MANY_CONNECTIONS,
+            SqlState::DISK_FULL,
+        ] {
+            assert!(
+                !is_data_fault(&database),
+                "{} is the database's trouble",
+                database.code()
+            );
+        }
     }
 }
