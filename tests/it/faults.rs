@@ -93,8 +93,8 @@ async fn assert_exactly_once(env: &Env, client: &Client, n: usize, per_request: 
 async fn broker_connections_cut_mid_burst_lose_and_duplicate_nothing() {
     let mut env = Env::new().await;
     env.service_instance(1, 10, "0", 0, 1).await;
-    let proxy = Proxy::start("127.0.0.1:5672").await;
-    let url = format!("amqp://guest:guest@{}/%2f", proxy.addr);
+    let proxy = Proxy::start(&crate::helpers::amqp_addr()).await;
+    let url = crate::helpers::amqp_url_via(proxy.addr);
     let w = env.start_worker(&[("AMQP_URL", &url)]).await;
     let client = env.client().await;
     burst(&client, "bcut", 600, 150, || proxy.cut()).await;
@@ -359,7 +359,7 @@ async fn a_connection_closed_by_the_broker_is_reopened_and_nothing_is_lost() {
     let pid = env.worker(w).child.id();
     let close = move || {
         // Close this worker's connection from the broker side, by its name.
-        let listed = std::process::Command::new("rabbitmqctl")
+        let listed = crate::helpers::rabbitmqctl()
             .args(["-q", "list_connections", "pid", "client_properties"])
             .output()
             .expect("rabbitmqctl list_connections");
@@ -371,7 +371,7 @@ async fn a_connection_closed_by_the_broker_is_reopened_and_nothing_is_lost() {
             .and_then(|l| l.split('\t').next())
             .expect("the worker's connection is listed")
             .to_owned();
-        let closed = std::process::Command::new("rabbitmqctl")
+        let closed = crate::helpers::rabbitmqctl()
             .args(["-q", "close_connection", &connection, "test closes it"])
             .status()
             .expect("rabbitmqctl close_connection");
@@ -444,8 +444,8 @@ async fn a_message_redelivered_past_the_limit_is_dead_lettered_by_the_broker() {
 async fn an_idle_worker_whose_connection_is_cut_reconnects() {
     let mut env = Env::new().await;
     env.service_instance(1, 10, "0", 0, 1).await;
-    let proxy = Proxy::start("127.0.0.1:5672").await;
-    let url = format!("amqp://guest:guest@{}/%2f", proxy.addr);
+    let proxy = Proxy::start(&crate::helpers::amqp_addr()).await;
+    let url = crate::helpers::amqp_url_via(proxy.addr);
     let w = env.start_worker(&[("AMQP_URL", &url)]).await;
     let client = env.client().await;
     proxy.cut();

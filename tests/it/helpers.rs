@@ -26,7 +26,45 @@ use lapin::{
 use serde_json::Value;
 use tokio_postgres::NoTls;
 
-pub const AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
+/// The broker the tests use: RabbitMQ on this machine unless
+/// `PROCINST_TEST_AMQP_URL` points them at another (CI runs the suite a
+/// second time against a RabbitMQ 4 node, see `tests/infra/rabbitmq4.sh`).
+pub fn amqp_url() -> String {
+    std::env::var("PROCINST_TEST_AMQP_URL")
+        .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".to_owned())
+}
+
+/// `rabbitmqctl` for the test broker: the machine's own unless
+/// `PROCINST_TEST_RABBITMQCTL` gives another command line (for the RabbitMQ 4
+/// node: `tests/infra/rabbitmq4.sh ctl procinst4a`).
+pub fn rabbitmqctl() -> Command {
+    let line = std::env::var("PROCINST_TEST_RABBITMQCTL").unwrap_or_else(|_| "rabbitmqctl".into());
+    let mut words = line.split_whitespace();
+    let mut cmd = Command::new(words.next().expect("a rabbitmqctl command"));
+    cmd.args(words);
+    cmd
+}
+
+/// `host:port` of the test broker, for proxies in front of it.
+pub fn amqp_addr() -> String {
+    let url = url::Url::parse(&amqp_url()).expect("PROCINST_TEST_AMQP_URL is a URL");
+    format!(
+        "{}:{}",
+        url.host_str().unwrap_or("127.0.0.1"),
+        url.port().unwrap_or(5672)
+    )
+}
+
+/// An AMQP URL for the test broker's vhost and credentials at `addr`.
+pub fn amqp_url_via(addr: impl std::fmt::Display) -> String {
+    let mut url = url::Url::parse(&amqp_url()).expect("PROCINST_TEST_AMQP_URL is a URL");
+    let addr = addr.to_string();
+    let (host, port) = addr.rsplit_once(':').expect("host:port");
+    url.set_host(Some(host)).expect("host");
+    url.set_port(Some(port.parse().expect("port")))
+        .expect("port");
+    url.to_string()
+}
 pub const PG_ADMIN_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
 /// Upper bound for any single wait in a test.
 pub const WAIT: Duration = Duration::from_secs(60);
@@ -81,7 +119,7 @@ impl Env {
     /// Environment variables a `procinst` process of this test needs.
     pub fn vars(&self) -> Vec<(String, String)> {
         [
-            ("AMQP_URL", AMQP_URL.to_owned()),
+            ("AMQP_URL", amqp_url()),
             ("DATABASE_URL", self.database_url()),
             ("PROCINST_REQUEST_QUEUE", self.request_queue.clone()),
             ("PROCINST_REPLY_QUEUE", self.reply_queue.clone()),
@@ -210,7 +248,7 @@ impl Drop for Env {
             };
             rt.block_on(async move {
                 if let Ok(conn) =
-                    Connection::connect(AMQP_URL, ConnectionProperties::default()).await
+                    Connection::connect(&amqp_url(), ConnectionProperties::default()).await
                 {
                     if let Ok(ch) = conn.create_channel().await {
                         for q in &queues {
@@ -377,7 +415,7 @@ pub struct Client {
 
 impl Client {
     pub async fn new(env: &Env) -> Client {
-        let connection = Connection::connect(AMQP_URL, ConnectionProperties::default())
+        let connection = Connection::connect(&amqp_url(), ConnectionProperties::default())
             .await
             .expect("amqp");
         let channel = connection.create_channel().await.expect("channel");
