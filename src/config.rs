@@ -51,6 +51,17 @@ pub struct Topology {
         global = true
     )]
     pub delivery_limit: u32,
+    /// Nodes each quorum queue is replicated to when procinst declares it
+    /// (`x-quorum-initial-group-size`); unset, the broker's default. A queue
+    /// that already exists keeps its own: a different value is refused as a
+    /// configuration error, like any other argument.
+    #[arg(
+        long,
+        env = "PROCINST_QUORUM_INITIAL_GROUP_SIZE",
+        value_parser = clap::value_parser!(u32).range(1..),
+        global = true
+    )]
+    pub quorum_initial_group_size: Option<u32>,
 }
 
 /// Log line format.

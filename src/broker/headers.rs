@@ -1,7 +1,10 @@
 //! Headers procinst puts on the dead-letter copies it publishes, and reading
 //! them (and RabbitMQ's own `x-death`) back for `procinst dlq`.
 
-use lapin::types::{AMQPValue, FieldTable};
+use lapin::{
+    BasicProperties,
+    types::{AMQPValue, FieldTable},
+};
 
 /// Why procinst dead-lettered the message (`too_large`, `not_json`, ...).
 pub const REASON: &str = "x-procinst-reason";
@@ -32,6 +35,26 @@ pub fn dead_letter_headers(
     headers.insert(FIRST_DEATH.into(), AMQPValue::LongLongInt(first));
     headers.insert(LAST_DEATH.into(), AMQPValue::LongLongInt(now_unix as i64));
     headers
+}
+
+/// The broker's count of a message's deliveries (quorum queues).
+pub const DELIVERY_COUNT: &str = "x-delivery-count";
+
+/// `properties` without [`DELIVERY_COUNT`]: a copy procinst publishes
+/// (a replay, a refreshed dead letter) starts with no deliveries.
+pub fn without_delivery_count(properties: BasicProperties) -> BasicProperties {
+    match properties.headers() {
+        Some(h) if h.inner().contains_key(DELIVERY_COUNT) => {
+            let mut headers = FieldTable::default();
+            for (key, value) in h.inner() {
+                if key.as_str() != DELIVERY_COUNT {
+                    headers.insert(key.clone(), value.clone());
+                }
+            }
+            properties.with_headers(headers)
+        }
+        _ => properties,
+    }
 }
 
 /// A header as an integer, whatever integer type the sender chose.
@@ -86,5 +109,20 @@ mod tests {
         assert_eq!(int(&second, FIRST_DEATH), Some(100));
         assert_eq!(int(&second, LAST_DEATH), Some(200));
         assert_eq!(text(&second, REASON).as_deref(), Some("not_json"));
+    }
+
+    #[test]
+    fn a_copy_drops_the_brokers_delivery_count_and_keeps_the_rest() {
+        let mut headers = dead_letter_headers(None, "not_json", "bad", 100);
+        headers.insert(DELIVERY_COUNT.into(), AMQPValue::LongLongInt(12));
+        let copy = without_delivery_count(
+            BasicProperties::default()
+                .with_headers(headers)
+                .with_message_id("m-1".into()),
+        );
+        let kept = copy.headers().as_ref().expect("headers");
+        assert_eq!(int(kept, DELIVERY_COUNT), None);
+        assert_eq!(text(kept, REASON).as_deref(), Some("not_json"));
+        assert_eq!(copy.message_id().as_ref().map(|m| m.as_str()), Some("m-1"));
     }
 }

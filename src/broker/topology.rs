@@ -1,5 +1,11 @@
+//! The exchange and queues of contract section 1, declared idempotently.
+//!
+//! Declarations run on a channel of their own: RabbitMQ closes a channel on
+//! PRECONDITION_FAILED, and the one case procinst recovers from (a
+//! dead-letter queue made by an older procinst) needs a second try.
+
 use lapin::{
-    Channel, ErrorKind, ExchangeKind,
+    Channel, Connection, ErrorKind, ExchangeKind,
     options::{ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions},
     types::{AMQPValue, FieldTable},
 };
@@ -7,12 +13,65 @@ use lapin::{
 use super::BrokerError;
 use crate::config::Topology;
 
-/// Declares the exchange and queues of contract section 1, idempotently.
+/// AMQP reply code of PRECONDITION_FAILED: a queue exists with other
+/// arguments.
+const PRECONDITION_FAILED: u16 = 406;
+
+/// The dead-letter queue's own delivery limit: high enough that browsing
+/// (`procinst dlq list` returns what it looked at) can never reach it, on
+/// every RabbitMQ version.
 ///
-/// A queue that exists with other arguments makes RabbitMQ close the channel
-/// with PRECONDITION_FAILED, naming the argument; that becomes a fatal
-/// [`BrokerError::Topology`] and nothing is deleted or redeclared.
-pub async fn declare(channel: &Channel, topology: &Topology) -> Result<(), BrokerError> {
+/// Why not `-1`: RabbitMQ 4.x reads `-1` as "no limit", but 3.x reads it as
+/// a limit below every count and drops a message the first time it is
+/// returned (measured on 3.10). Why not leave it out: 4.x then applies its
+/// default limit of 20, and each browse of a message counts as a delivery on
+/// 4.0 to 4.2. `i32::MAX` means the same on both, and a queue declared on
+/// 3.x keeps meaning it after an upgrade to 4.x.
+pub const DEAD_LETTER_DELIVERY_LIMIT: i64 = i32::MAX as i64;
+
+/// Declares the dead-letter exchange, the dead-letter queue and its binding,
+/// the request queue and the default reply queue.
+///
+/// A queue that exists with other arguments is a configuration error
+/// ([`BrokerError::Topology`], naming the argument): nothing is deleted or
+/// redeclared. The one exception is a dead-letter queue that an older
+/// procinst declared without [`DEAD_LETTER_DELIVERY_LIMIT`]: it is used as
+/// it is, with a warning, since the contract keeps such a queue working.
+pub async fn declare(connection: &Connection, topology: &Topology) -> Result<(), BrokerError> {
+    let channel = connection.create_channel().await?;
+    let channel = match declare_dead_letter_queue(&channel, topology).await {
+        Ok(()) => channel,
+        Err(BrokerError::Topology { detail, .. }) => {
+            let retry = connection.create_channel().await?;
+            adopt_legacy_dead_letter_queue(&retry, topology, &detail).await?;
+            retry
+        }
+        Err(e) => return Err(e),
+    };
+    channel
+        .queue_bind(
+            topology.dead_letter_queue.as_str().into(),
+            topology.dead_letter_exchange.as_str().into(),
+            topology.dead_letter_queue.as_str().into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await?;
+    queue(
+        &channel,
+        &topology.request_queue,
+        request_arguments(topology),
+    )
+    .await?;
+    queue(&channel, &topology.reply_queue, quorum(topology)).await?;
+    let _ = channel.close(200, "declared".into()).await;
+    Ok(())
+}
+
+async fn declare_dead_letter_queue(
+    channel: &Channel,
+    topology: &Topology,
+) -> Result<(), BrokerError> {
     let durable = ExchangeDeclareOptions {
         durable: true,
         ..Default::default()
@@ -26,30 +85,42 @@ pub async fn declare(channel: &Channel, topology: &Topology) -> Result<(), Broke
         )
         .await
         .map_err(|e| classify("exchange", &topology.dead_letter_exchange, e))?;
-
-    queue(channel, &topology.dead_letter_queue, quorum()).await?;
-    channel
-        .queue_bind(
-            topology.dead_letter_queue.as_str().into(),
-            topology.dead_letter_exchange.as_str().into(),
-            topology.dead_letter_queue.as_str().into(),
-            QueueBindOptions::default(),
-            FieldTable::default(),
-        )
-        .await?;
     queue(
         channel,
-        &topology.request_queue,
-        request_arguments(topology),
+        &topology.dead_letter_queue,
+        dead_letter_arguments(topology),
     )
-    .await?;
-    queue(channel, &topology.reply_queue, quorum()).await?;
+    .await
+}
+
+/// Accepts a dead-letter queue declared with the arguments an older
+/// procinst gave it (a quorum queue and nothing else), or fails with the
+/// first mismatch, `first_detail`.
+async fn adopt_legacy_dead_letter_queue(
+    channel: &Channel,
+    topology: &Topology,
+    first_detail: &str,
+) -> Result<(), BrokerError> {
+    queue(channel, &topology.dead_letter_queue, quorum(topology))
+        .await
+        .map_err(|_| BrokerError::Topology {
+            kind: "queue",
+            name: topology.dead_letter_queue.clone(),
+            detail: first_detail.to_owned(),
+        })?;
+    tracing::warn!(
+        queue = %topology.dead_letter_queue,
+        "the dead-letter queue was declared by an older procinst, without x-delivery-limit; \
+         using it as it is. On RabbitMQ 4.x the broker's default delivery limit applies to it: \
+         `procinst dlq` refreshes a message before browsing could reach that limit, and a policy \
+         with a high delivery-limit for this queue removes the concern"
+    );
     Ok(())
 }
 
 /// The request queue's arguments, as the contract fixes them.
 pub fn request_arguments(topology: &Topology) -> FieldTable {
-    let mut args = quorum();
+    let mut args = quorum(topology);
     args.insert(
         "x-delivery-limit".into(),
         AMQPValue::LongLongInt(i64::from(topology.delivery_limit)),
@@ -73,12 +144,31 @@ pub fn request_arguments(topology: &Topology) -> FieldTable {
     args
 }
 
-fn quorum() -> FieldTable {
+/// The dead-letter queue's arguments: a quorum queue whose delivery limit
+/// browsing cannot reach.
+pub fn dead_letter_arguments(topology: &Topology) -> FieldTable {
+    let mut args = quorum(topology);
+    args.insert(
+        "x-delivery-limit".into(),
+        AMQPValue::LongLongInt(DEAD_LETTER_DELIVERY_LIMIT),
+    );
+    args
+}
+
+/// A quorum queue, replicated to `quorum_initial_group_size` nodes when the
+/// setting is given, else to as many as the broker's default.
+fn quorum(topology: &Topology) -> FieldTable {
     let mut args = FieldTable::default();
     args.insert(
         "x-queue-type".into(),
         AMQPValue::LongString("quorum".into()),
     );
+    if let Some(size) = topology.quorum_initial_group_size {
+        args.insert(
+            "x-quorum-initial-group-size".into(),
+            AMQPValue::LongLongInt(i64::from(size)),
+        );
+    }
     args
 }
 
@@ -95,15 +185,59 @@ async fn queue(channel: &Channel, name: &str, args: FieldTable) -> Result<(), Br
 }
 
 fn classify(kind: &'static str, name: &str, error: lapin::Error) -> BrokerError {
-    if let ErrorKind::ProtocolError(amqp) = error.kind() {
-        let message = amqp.get_message().as_str();
-        if message.starts_with("PRECONDITION_FAILED") {
-            return BrokerError::Topology {
-                kind,
-                name: name.to_owned(),
-                detail: message.to_owned(),
-            };
-        }
+    if let ErrorKind::ProtocolError(amqp) = error.kind()
+        && amqp.get_id() == PRECONDITION_FAILED
+    {
+        return BrokerError::Topology {
+            kind,
+            name: name.to_owned(),
+            detail: amqp.get_message().as_str().to_owned(),
+        };
     }
     BrokerError::Amqp(error)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn topology(group: Option<u32>) -> Topology {
+        Topology {
+            request_queue: "r".into(),
+            reply_queue: "p".into(),
+            dead_letter_queue: "d".into(),
+            dead_letter_exchange: "x".into(),
+            delivery_limit: 10,
+            quorum_initial_group_size: group,
+        }
+    }
+
+    #[test]
+    fn the_dead_letter_queue_has_a_limit_that_browsing_cannot_reach() {
+        let args = dead_letter_arguments(&topology(None));
+        assert_eq!(
+            args.inner().get("x-delivery-limit"),
+            Some(&AMQPValue::LongLongInt(2_147_483_647))
+        );
+        assert_eq!(
+            args.inner().get("x-queue-type"),
+            Some(&AMQPValue::LongString("quorum".into()))
+        );
+    }
+
+    #[test]
+    fn the_replication_factor_is_the_brokers_unless_set() {
+        let default = request_arguments(&topology(None));
+        assert!(!default.inner().contains_key("x-quorum-initial-group-size"));
+        for args in [
+            request_arguments(&topology(Some(3))),
+            dead_letter_arguments(&topology(Some(3))),
+            quorum(&topology(Some(3))),
+        ] {
+            assert_eq!(
+                args.inner().get("x-quorum-initial-group-size"),
+                Some(&AMQPValue::LongLongInt(3))
+            );
+        }
+    }
 }

@@ -2,17 +2,25 @@
 //! messages and moving them back to the request queue.
 //!
 //! Both read the dead-letter queue with `basic.get` on a channel of their
-//! own and no auto-ack: what they do not remove is returned by a requeueing
-//! nack (and by the broker, should the command die), so the queue is left as
-//! it was. A replayed message is acked (removed) only after the broker
-//! confirmed its copy on the request queue: an interruption can at worst
-//! replay a message twice, which idempotency absorbs.
+//! own and no auto-ack: what they do not remove is given back (and returned
+//! by the broker, should the command die), so the queue keeps every message.
+//! A replayed message is acked (removed) only after the broker confirmed its
+//! copy on the request queue: an interruption can at worst replay a message
+//! twice, which idempotency absorbs.
+//!
+//! Looking is not free on every broker: RabbitMQ 4.0 to 4.2 count each
+//! `basic.get` that is given back as a delivery, and a quorum queue drops a
+//! message at its delivery limit. procinst declares the dead-letter queue
+//! with a limit browsing cannot reach (see `broker::DEAD_LETTER_DELIVERY_LIMIT`);
+//! for a queue made otherwise (by an older procinst, or by hand) a message
+//! browsed [`REFRESH_AFTER_DELIVERIES`] times is given back as a fresh,
+//! confirmed copy rather than returned, so no number of listings can drop it.
 
 use std::{collections::HashSet, process::ExitCode};
 
 use clap::{Args, Subcommand};
 use lapin::{
-    BasicProperties, Channel,
+    BasicProperties, Channel, Confirmation,
     message::BasicGetMessage,
     options::{
         BasicAckOptions, BasicGetOptions, BasicNackOptions, BasicPublishOptions,
@@ -26,6 +34,11 @@ use crate::broker::{self, headers};
 use crate::config::Settings;
 use crate::domain;
 use crate::store::{self, request_log};
+
+/// Deliveries after which a browsed message is given back as a fresh copy:
+/// half of RabbitMQ 4's default delivery limit (20), so a queue without an
+/// explicit limit never drops a dead letter because it was looked at.
+const REFRESH_AFTER_DELIVERIES: i64 = 10;
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
@@ -66,13 +79,14 @@ pub struct Entry {
 
 pub async fn run(settings: &Settings, command: Command) -> anyhow::Result<ExitCode> {
     let broker = broker::connect(&settings.amqp_url, "procinst dlq").await?;
-    broker::declare(&broker.consume, &settings.topology).await?;
-    let messages = take_all(&broker.consume, &settings.topology.dead_letter_queue).await?;
+    broker::declare(&broker.connection, &settings.topology).await?;
+    let dead_queue = settings.topology.dead_letter_queue.as_str();
+    let messages = take_all(&broker.consume, dead_queue).await?;
     let entries = describe(settings, &messages).await;
     let result = match command {
         Command::List { json } => {
             print_entries(&entries?, json)?;
-            requeue(&messages).await;
+            give_back(&broker.publish, dead_queue, &messages).await;
             Ok(ExitCode::SUCCESS)
         }
         Command::Replay(args) => replay(settings, &broker, &messages, &entries?, &args).await,
@@ -207,9 +221,30 @@ fn print_entries(entries: &[Entry], json: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Returns messages to the queue they were taken from.
-async fn requeue<'a>(messages: impl IntoIterator<Item = &'a BasicGetMessage>) {
+/// Returns messages to the dead-letter queue they were taken from: by a
+/// requeueing nack, or, for one delivered [`REFRESH_AFTER_DELIVERIES`] times
+/// or more, as a fresh copy confirmed before the original is acked.
+async fn give_back<'a>(
+    publish: &Channel,
+    queue: &str,
+    messages: impl IntoIterator<Item = &'a BasicGetMessage>,
+) {
     for message in messages {
+        let deliveries = message
+            .delivery
+            .properties
+            .headers()
+            .as_ref()
+            .and_then(|h| headers::int(h, headers::DELIVERY_COUNT))
+            .unwrap_or(0);
+        if deliveries >= REFRESH_AFTER_DELIVERIES {
+            match refresh(publish, queue, message).await {
+                Ok(()) => continue,
+                Err(e) => {
+                    tracing::warn!(error = %e, "could not refresh a much-browsed message; returning it as it is")
+                }
+            }
+        }
         let options = BasicNackOptions {
             multiple: false,
             requeue: true,
@@ -217,6 +252,43 @@ async fn requeue<'a>(messages: impl IntoIterator<Item = &'a BasicGetMessage>) {
         if let Err(e) = message.delivery.acker.nack(options).await {
             tracing::warn!(error = %e, "could not return a message; the broker will when the channel closes");
         }
+    }
+}
+
+/// Publishes a copy of `message` to `queue` and, once the broker confirmed
+/// it, acks the original: the message starts again with no deliveries.
+async fn refresh(publish: &Channel, queue: &str, message: &BasicGetMessage) -> anyhow::Result<()> {
+    copy_to(publish, queue, message).await?;
+    message
+        .delivery
+        .acker
+        .ack(BasicAckOptions::default())
+        .await?;
+    Ok(())
+}
+
+/// Publishes a copy of `message` to `queue` (mandatory, confirmed), without
+/// the broker's delivery count of the original.
+async fn copy_to(publish: &Channel, queue: &str, message: &BasicGetMessage) -> anyhow::Result<()> {
+    let properties = headers::without_delivery_count(message.delivery.properties.clone());
+    let confirm = publish
+        .basic_publish(
+            "".into(),
+            queue.into(),
+            BasicPublishOptions {
+                mandatory: true,
+                ..Default::default()
+            },
+            &message.delivery.data,
+            properties,
+        )
+        .await?
+        .await?;
+    match confirm {
+        Confirmation::Ack(None) => Ok(()),
+        Confirmation::Ack(Some(_)) => anyhow::bail!("no queue {queue} took the copy"),
+        Confirmation::Nack(_) => anyhow::bail!("the broker refused the copy"),
+        Confirmation::NotRequested => anyhow::bail!("the channel does not confirm"),
     }
 }
 
@@ -252,26 +324,12 @@ async fn replay(
             left.push(message);
         }
     }
-    requeue(left).await;
+    give_back(&broker.publish, &settings.topology.dead_letter_queue, left).await;
     let queue = settings.topology.request_queue.as_str();
     let mut moved = 0;
     for (message, entry) in chosen {
-        let confirm = broker
-            .publish
-            .basic_publish(
-                "".into(),
-                queue.into(),
-                BasicPublishOptions::default(),
-                &message.delivery.data,
-                message.delivery.properties.clone(),
-            )
-            .await?
-            .await?;
-        if confirm.is_nack() {
-            anyhow::bail!(
-                "the broker refused the copy of {}; it stays dead-lettered",
-                entry.request_id
-            );
+        if let Err(e) = copy_to(&broker.publish, queue, message).await {
+            anyhow::bail!("{e}: {} stays dead-lettered", entry.request_id);
         }
         message
             .delivery

@@ -57,7 +57,7 @@ struct Tally {
 pub async fn run(settings: &Settings, args: PublishArgs) -> anyhow::Result<ExitCode> {
     let (reader, size) = open(args.file.as_deref())?;
     let broker = broker::connect(&settings.amqp_url, "procinst publish").await?;
-    broker::declare(&broker.consume, &settings.topology).await?;
+    broker::declare(&broker.connection, &settings.topology).await?;
     let (published_tx, published_rx) = watch::channel(None);
     let collector = if args.wait {
         let inbox = Inbox::open(&broker.consume).await?;

@@ -123,7 +123,7 @@ impl Worker {
         let settings = &self.settings;
         let tag = format!("procinst-{}", std::process::id());
         let subscribe = async {
-            broker::declare(&broker.consume, &settings.topology).await?;
+            broker::declare(&broker.connection, &settings.topology).await?;
             broker
                 .consume
                 .basic_qos(settings.prefetch, BasicQosOptions::default())

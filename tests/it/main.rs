@@ -8,6 +8,7 @@ mod proxy;
 mod codes;
 mod commands;
 mod dead_letters;
+mod dlq_browse;
 mod faults;
 mod idempotency;
 mod requests;
