@@ -24,7 +24,7 @@ pub fn dead_letter_headers(
     detail: &str,
     now_unix: u64,
 ) -> FieldTable {
-    let mut headers = original.cloned().unwrap_or_default();
+    let mut headers = original.map(without_count).unwrap_or_default();
     let count = original.and_then(|h| int(h, COUNT)).unwrap_or(0) + 1;
     let first = original
         .and_then(|h| int(h, FIRST_DEATH))
@@ -45,16 +45,21 @@ pub const DELIVERY_COUNT: &str = "x-delivery-count";
 pub fn without_delivery_count(properties: BasicProperties) -> BasicProperties {
     match properties.headers() {
         Some(h) if h.inner().contains_key(DELIVERY_COUNT) => {
-            let mut headers = FieldTable::default();
-            for (key, value) in h.inner() {
-                if key.as_str() != DELIVERY_COUNT {
-                    headers.insert(key.clone(), value.clone());
-                }
-            }
+            let headers = without_count(h);
             properties.with_headers(headers)
         }
         _ => properties,
     }
+}
+
+fn without_count(headers: &FieldTable) -> FieldTable {
+    let mut kept = FieldTable::default();
+    for (key, value) in headers.inner() {
+        if key.as_str() != DELIVERY_COUNT {
+            kept.insert(key.clone(), value.clone());
+        }
+    }
+    kept
 }
 
 /// A header as an integer, whatever integer type the sender chose.
@@ -109,6 +114,14 @@ mod tests {
         assert_eq!(int(&second, FIRST_DEATH), Some(100));
         assert_eq!(int(&second, LAST_DEATH), Some(200));
         assert_eq!(text(&second, REASON).as_deref(), Some("not_json"));
+    }
+
+    #[test]
+    fn a_dead_letter_copy_does_not_carry_the_request_queues_delivery_count() {
+        let mut original = FieldTable::default();
+        original.insert(DELIVERY_COUNT.into(), AMQPValue::LongLongInt(9));
+        let copy = dead_letter_headers(Some(&original), "not_json", "bad", 100);
+        assert_eq!(int(&copy, DELIVERY_COUNT), None);
     }
 
     #[test]
