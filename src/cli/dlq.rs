@@ -78,21 +78,36 @@ pub struct Entry {
 }
 
 pub async fn run(settings: &Settings, command: Command) -> anyhow::Result<ExitCode> {
-    let broker = broker::connect(&settings.amqp_url, "procinst dlq").await?;
+    match command {
+        Command::List { json } => {
+            print_entries(&browse(settings, "procinst dlq").await?, json)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Replay(args) => {
+            let broker = broker::connect(&settings.amqp_url, "procinst dlq").await?;
+            broker::declare(&broker.connection, &settings.topology).await?;
+            let messages = take_all(&broker.consume, &settings.topology.dead_letter_queue).await?;
+            let result = match describe(settings, &messages).await {
+                Ok(entries) => replay(settings, &broker, &messages, &entries, &args).await,
+                Err(e) => Err(e),
+            };
+            broker.close().await;
+            result
+        }
+    }
+}
+
+/// Every message in the dead-letter queue as `dlq list` shows it; the queue
+/// keeps them all. `connection_name` tells the broker who is looking.
+pub async fn browse(settings: &Settings, connection_name: &str) -> anyhow::Result<Vec<Entry>> {
+    let broker = broker::connect(&settings.amqp_url, connection_name).await?;
     broker::declare(&broker.connection, &settings.topology).await?;
     let dead_queue = settings.topology.dead_letter_queue.as_str();
     let messages = take_all(&broker.consume, dead_queue).await?;
     let entries = describe(settings, &messages).await;
-    let result = match command {
-        Command::List { json } => {
-            print_entries(&entries?, json)?;
-            give_back(&broker.publish, dead_queue, &messages).await;
-            Ok(ExitCode::SUCCESS)
-        }
-        Command::Replay(args) => replay(settings, &broker, &messages, &entries?, &args).await,
-    };
+    give_back(&broker.publish, dead_queue, &messages).await;
     broker.close().await;
-    result
+    entries
 }
 
 /// Takes every message now in `queue` without acking it.

@@ -7,6 +7,7 @@ mod loadtest;
 mod migrate;
 mod prune;
 mod publish;
+mod request;
 mod run;
 mod service_instance;
 
@@ -44,6 +45,9 @@ pub enum Command {
     Dlq(dlq::Command),
     /// Measure throughput and latency against a running worker.
     Loadtest(loadtest::LoadtestArgs),
+    /// What happened to one request.
+    #[command(subcommand)]
+    Request(request::Command),
 }
 
 /// Runs the chosen command; `Err` is printed with its causes by `main`.
@@ -57,5 +61,6 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Publish(args) => publish::run(&cli.settings, args).await,
         Command::Dlq(command) => dlq::run(&cli.settings, command).await,
         Command::Loadtest(args) => loadtest::run(&cli.settings, args).await,
+        Command::Request(command) => request::run(&cli.settings, command).await,
     }
 }

@@ -3,6 +3,7 @@
 //! that the caller owns the transaction boundary; nothing here knows AMQP.
 
 mod error;
+pub mod history;
 mod lookup;
 mod migrate;
 mod pool;
