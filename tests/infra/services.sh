@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs (when missing) and starts the services procinst's tests use on
 # this machine: PostgreSQL on 127.0.0.1:5432 with trust auth for the test
-# user, and RabbitMQ 3.x on 127.0.0.1:5672. Safe to run when they are up.
+# user, RabbitMQ 3.x on 127.0.0.1:5672, and the tools some tests run
+# (debootstrap for RabbitMQ 4, chromium). Safe to run when they are up.
 set -euo pipefail
 
 log() { printf '[services] %s\n' "$*" >&2; }
@@ -11,11 +12,13 @@ command -v pg_ctlcluster >/dev/null 2>&1 || need_apt+=(postgresql)
 command -v rabbitmq-server >/dev/null 2>&1 || need_apt+=(rabbitmq-server)
 command -v curl >/dev/null 2>&1 || need_apt+=(curl)
 command -v debootstrap >/dev/null 2>&1 || need_apt+=(debootstrap)
+# The loadtest report test renders the page in a real headless browser.
+command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
 if [ ${#need_apt[@]} -gt 0 ]; then
   log "installing ${need_apt[*]}"
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -q
-  apt-get install -y -q "${need_apt[@]}"
+  apt-get install -y -q --no-install-recommends "${need_apt[@]}"
 fi
 
 version=$(ls /etc/postgresql | sort -V | tail -n1)

@@ -11,6 +11,7 @@ mod dead_letters;
 mod dlq_browse;
 mod faults;
 mod idempotency;
+mod loadtest_report;
 mod request_show;
 mod requests;
 mod routing;

@@ -1,9 +1,11 @@
 //! `procinst loadtest`: synthetic requests against a running worker, with
 //! an optional broker-only baseline (`--echo`) measured in the same run.
 
+mod cpu;
 mod echo;
 mod phase;
 mod procstat;
+mod report;
 
 use std::{
     process::ExitCode,
@@ -11,6 +13,7 @@ use std::{
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
+use anyhow::Context;
 use clap::Args;
 use serde::Serialize;
 use serde_json::json;
@@ -45,9 +48,14 @@ pub struct LoadtestArgs {
     /// Service instances the requests are spread over.
     #[arg(long, default_value_t = 64)]
     service_instances: i64,
-    /// A worker process whose CPU time and peak RSS to report (repeatable).
+    /// A worker process whose CPU time and peak RSS to report (repeatable;
+    /// default: every `procinst run` process on this machine).
     #[arg(long = "worker-pid")]
     worker_pids: Vec<u32>,
+    /// Also write a self-contained HTML report (latency percentiles,
+    /// throughput over time, CPU split) to this file.
+    #[arg(long, value_name = "FILE.html")]
+    report: Option<std::path::PathBuf>,
     /// Print the report as JSON.
     #[arg(long)]
     json: bool,
@@ -58,7 +66,11 @@ struct Report {
     processes_per_request: usize,
     body_bytes: usize,
     echo: Option<Measured>,
+    /// Where the machine's CPU went while the echo phase ran.
+    echo_cpu: Option<cpu::CpuSplit>,
     worker: Measured,
+    /// Where the machine's CPU went while the worker phase ran.
+    worker_cpu: Option<cpu::CpuSplit>,
     worker_processes_per_s: f64,
     worker_over_echo: Option<f64>,
     worker_cpu_s_per_1000_requests: Option<f64>,
@@ -100,21 +112,22 @@ pub async fn run(settings: &Settings, args: LoadtestArgs) -> anyhow::Result<Exit
             rate: args.rate,
             concurrency: args.concurrency,
         };
+        let sampler = cpu::Sampler::start(Vec::new());
         let measured = phase::run(&load, &body).await;
+        let split = sampler.finish().await;
         stop.cancel();
         server.await??;
-        Some(measured?)
+        Some((measured?, split))
     } else {
         None
     };
+    let (echo, echo_cpu) = echo.map_or((None, None), |(m, c)| (Some(m), c));
 
-    let cpu_before: Vec<Option<f64>> = args
-        .worker_pids
-        .iter()
-        .map(|p| procstat::cpu_seconds(*p))
-        .collect();
+    let workers = cpu::workers_or_found(&args.worker_pids);
+    let cpu_before: Vec<Option<f64>> = workers.iter().map(|p| procstat::cpu_seconds(*p)).collect();
     let peak = Arc::new(Mutex::new(None::<f64>));
-    let sampler = tokio::spawn(sample_rss(args.worker_pids.clone(), peak.clone()));
+    let sampler = tokio::spawn(sample_rss(workers.clone(), peak.clone()));
+    let split = cpu::Sampler::start(workers.clone());
     let load = Load {
         amqp_url: &settings.amqp_url,
         queue: &settings.topology.request_queue,
@@ -125,10 +138,11 @@ pub async fn run(settings: &Settings, args: LoadtestArgs) -> anyhow::Result<Exit
     };
     let worker = phase::run(&load, &body).await?;
     sampler.abort();
-    let cpu: Option<f64> = if args.worker_pids.is_empty() {
+    let worker_cpu = split.finish().await;
+    let cpu: Option<f64> = if workers.is_empty() {
         None
     } else {
-        args.worker_pids
+        workers
             .iter()
             .zip(cpu_before)
             .map(|(pid, before)| Some(procstat::cpu_seconds(*pid)? - before?))
@@ -149,9 +163,16 @@ pub async fn run(settings: &Settings, args: LoadtestArgs) -> anyhow::Result<Exit
             .lock()
             .map_err(|_| anyhow::anyhow!("sampler panicked"))?,
         echo,
+        echo_cpu,
         worker,
+        worker_cpu,
     };
     print_report(&report, args.json)?;
+    if let Some(path) = &args.report {
+        std::fs::write(path, report::html(&report))
+            .with_context(|| format!("cannot write {}", path.display()))?;
+        eprintln!("report written to {}", path.display());
+    }
     let complete = report.worker.answered == args.requests && report.worker.errors == 0;
     Ok(if complete {
         ExitCode::SUCCESS
@@ -270,6 +291,26 @@ fn print_report(report: &Report, json: bool) -> anyhow::Result<()> {
     }
     if let Some(rss) = report.worker_peak_rss_mib {
         println!("worker peak RSS: {rss:.1} MiB");
+    }
+    for (name, split) in [("echo", &report.echo_cpu), ("worker", &report.worker_cpu)] {
+        if let Some(split) = split {
+            let parties: Vec<String> = cpu::PARTIES
+                .iter()
+                .map(|p| {
+                    format!(
+                        "{} {:.0} %",
+                        p.label(),
+                        split.parties_pct.get(p).copied().unwrap_or(0.0)
+                    )
+                })
+                .collect();
+            println!(
+                "{name} phase CPU: machine busy {:.0} % of {} cores ({})",
+                split.busy_pct,
+                split.cores,
+                parties.join(", ")
+            );
+        }
     }
     Ok(())
 }

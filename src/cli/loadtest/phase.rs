@@ -10,6 +10,7 @@ use std::{
 };
 
 use futures::{StreamExt, stream::FuturesUnordered};
+use hdrhistogram::Histogram;
 use lapin::{BasicProperties, options::BasicPublishOptions};
 use serde::Serialize;
 use tokio::sync::Semaphore;
@@ -20,6 +21,11 @@ use crate::broker::{self, Inbox};
 const REPLY_IDLE_LIMIT: Duration = Duration::from_secs(60);
 /// Most confirms awaited at once while publishing.
 const CONFIRMS_IN_FLIGHT: usize = 1024;
+/// Width of one throughput-over-time bucket.
+pub const THROUGHPUT_BUCKET: Duration = Duration::from_millis(250);
+/// Largest latency the histogram keeps exactly (longer ones are clamped):
+/// one hour, in microseconds.
+const LATENCY_MAX_US: u64 = 3_600_000_000;
 
 /// How a phase is driven.
 pub struct Load<'a> {
@@ -43,6 +49,12 @@ pub struct Measured {
     pub p90_ms: f64,
     pub p99_ms: f64,
     pub max_ms: f64,
+    /// Publish-to-reply latencies in microseconds.
+    #[serde(skip)]
+    pub latency_us: Histogram<u64>,
+    /// Replies received in each [`THROUGHPUT_BUCKET`] since the phase began.
+    #[serde(skip)]
+    pub replies_per_bucket: Vec<u32>,
 }
 
 /// Publishes `body(i)` for every request and measures until all replies are in.
@@ -96,10 +108,17 @@ pub async fn run(load: &Load<'_>, body: impl Fn(usize) -> Vec<u8>) -> anyhow::Re
     while let Some(result) = confirms.next().await {
         anyhow::ensure!(result?.is_ack(), "the broker refused a request");
     }
-    let (latencies, errors) = reader.await??;
+    let replies = reader.await??;
     let seconds = start.elapsed().as_secs_f64();
     broker.close().await;
-    Ok(summarize(load.requests, latencies, errors, seconds))
+    Ok(summarize(load.requests, replies, seconds))
+}
+
+/// What the reply reader saw.
+struct Replies {
+    latency_us: Histogram<u64>,
+    per_bucket: Vec<u32>,
+    errors: usize,
 }
 
 async fn read_replies(
@@ -108,20 +127,23 @@ async fn read_replies(
     start: Instant,
     sent: Arc<Vec<AtomicU64>>,
     permits: Arc<Semaphore>,
-) -> anyhow::Result<(Vec<Duration>, usize)> {
-    let mut latencies = Vec::with_capacity(expected);
-    let mut errors = 0;
+) -> anyhow::Result<Replies> {
+    let mut seen = Replies {
+        latency_us: Histogram::new_with_bounds(1, LATENCY_MAX_US, 3)?,
+        per_bucket: Vec::new(),
+        errors: 0,
+    };
     let mut replies = Box::pin(inbox.replies());
-    while latencies.len() < expected {
+    while (seen.latency_us.len() as usize) < expected {
         let Ok(Some(reply)) = tokio::time::timeout(REPLY_IDLE_LIMIT, replies.next()).await else {
             eprintln!(
                 "no reply for {REPLY_IDLE_LIMIT:?}; stopping with {} of {expected}",
-                latencies.len()
+                seen.latency_us.len()
             );
             break;
         };
         let reply = reply?;
-        let now = start.elapsed().as_nanos() as u64;
+        let now = start.elapsed();
         let index = reply
             .correlation_id
             .as_deref()
@@ -129,40 +151,45 @@ async fn read_replies(
             .and_then(|i| i.parse::<usize>().ok())
             .filter(|i| *i < sent.len());
         let Some(index) = index else { continue };
-        latencies.push(Duration::from_nanos(
-            now.saturating_sub(sent[index].load(Ordering::Relaxed)),
-        ));
+        let latency = Duration::from_nanos(
+            (now.as_nanos() as u64).saturating_sub(sent[index].load(Ordering::Relaxed)),
+        );
+        seen.latency_us
+            .saturating_record((latency.as_micros() as u64).clamp(1, LATENCY_MAX_US));
+        let bucket = (now.as_millis() / THROUGHPUT_BUCKET.as_millis()) as usize;
+        if seen.per_bucket.len() <= bucket {
+            seen.per_bucket.resize(bucket + 1, 0);
+        }
+        seen.per_bucket[bucket] += 1;
         if !reply.body.starts_with(br#"{"result":true"#) {
-            errors += 1;
+            seen.errors += 1;
         }
         permits.add_permits(1);
     }
-    Ok((latencies, errors))
+    Ok(seen)
 }
 
-fn summarize(
-    requests: usize,
-    mut latencies: Vec<Duration>,
-    errors: usize,
-    seconds: f64,
-) -> Measured {
-    latencies.sort_unstable();
-    let pick = |q: f64| -> f64 {
-        if latencies.is_empty() {
-            return 0.0;
+fn summarize(requests: usize, replies: Replies, seconds: f64) -> Measured {
+    let h = &replies.latency_us;
+    let ms = |q: f64| -> f64 {
+        if h.is_empty() {
+            0.0
+        } else {
+            h.value_at_quantile(q) as f64 / 1000.0
         }
-        let i = ((latencies.len() as f64 * q).ceil() as usize).clamp(1, latencies.len()) - 1;
-        latencies[i].as_secs_f64() * 1000.0
     };
+    let answered = h.len() as usize;
     Measured {
         requests,
-        answered: latencies.len(),
-        errors,
+        answered,
+        errors: replies.errors,
         seconds,
-        requests_per_s: latencies.len() as f64 / seconds.max(f64::EPSILON),
-        p50_ms: pick(0.50),
-        p90_ms: pick(0.90),
-        p99_ms: pick(0.99),
-        max_ms: pick(1.0),
+        requests_per_s: answered as f64 / seconds.max(f64::EPSILON),
+        p50_ms: ms(0.50),
+        p90_ms: ms(0.90),
+        p99_ms: ms(0.99),
+        max_ms: h.max() as f64 / 1000.0,
+        latency_us: replies.latency_us,
+        replies_per_bucket: replies.per_bucket,
     }
 }
