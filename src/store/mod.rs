@@ -7,6 +7,7 @@ pub mod history;
 mod lookup;
 mod migrate;
 mod pool;
+pub mod stats;
 pub mod request_log;
 pub mod service_instance;
 mod write;

@@ -61,6 +61,14 @@ pub struct LoadtestArgs {
     json: bool,
 }
 
+/// WAL bytes, rows and index entries per answered request.
+#[derive(Debug, Serialize)]
+struct DbCostPerRequest {
+    wal_bytes: f64,
+    rows: f64,
+    index_entries: f64,
+}
+
 #[derive(Debug, Serialize)]
 struct Report {
     processes_per_request: usize,
@@ -74,6 +82,8 @@ struct Report {
     worker_processes_per_s: f64,
     worker_over_echo: Option<f64>,
     worker_cpu_s_per_1000_requests: Option<f64>,
+    /// PostgreSQL's cost per answered request during the worker phase.
+    database_per_request: Option<DbCostPerRequest>,
     worker_peak_rss_mib: Option<f64>,
 }
 
@@ -127,6 +137,7 @@ pub async fn run(settings: &Settings, args: LoadtestArgs) -> anyhow::Result<Exit
     let cpu_before: Vec<Option<f64>> = workers.iter().map(|p| procstat::cpu_seconds(*p)).collect();
     let peak = Arc::new(Mutex::new(None::<f64>));
     let sampler = tokio::spawn(sample_rss(workers.clone(), peak.clone()));
+    let db_before = db_snapshot(settings).await;
     let split = cpu::Sampler::start(workers.clone());
     let load = Load {
         amqp_url: &settings.amqp_url,
@@ -139,6 +150,22 @@ pub async fn run(settings: &Settings, args: LoadtestArgs) -> anyhow::Result<Exit
     let worker = phase::run(&load, &body).await?;
     sampler.abort();
     let worker_cpu = split.finish().await;
+    let database_per_request = match db_before {
+        Some(before) if worker.answered > 0 => {
+            // Commits reach the statistics views within about a second.
+            tokio::time::sleep(Duration::from_millis(1500)).await;
+            db_snapshot(settings).await.map(|after| {
+                let cost = after.since(&before);
+                let n = worker.answered as f64;
+                DbCostPerRequest {
+                    wal_bytes: cost.wal_bytes as f64 / n,
+                    rows: cost.rows as f64 / n,
+                    index_entries: cost.index_entries as f64 / n,
+                }
+            })
+        }
+        _ => None,
+    };
     let cpu: Option<f64> = if workers.is_empty() {
         None
     } else {
@@ -162,6 +189,7 @@ pub async fn run(settings: &Settings, args: LoadtestArgs) -> anyhow::Result<Exit
         worker_peak_rss_mib: *peak
             .lock()
             .map_err(|_| anyhow::anyhow!("sampler panicked"))?,
+        database_per_request,
         echo,
         echo_cpu,
         worker,
@@ -179,6 +207,23 @@ pub async fn run(settings: &Settings, args: LoadtestArgs) -> anyhow::Result<Exit
     } else {
         ExitCode::FAILURE
     })
+}
+
+/// PostgreSQL's counters, or `None` (with a warning) when they cannot be
+/// read: the cost report is extra, the run goes on.
+async fn db_snapshot(settings: &Settings) -> Option<store::stats::Snapshot> {
+    let read = async {
+        let pool = store::connect_pool(&settings.database_url, 1)?;
+        let client = pool.get().await?;
+        store::stats::snapshot(&client).await
+    };
+    match read.await {
+        Ok(snapshot) => Some(snapshot),
+        Err(e) => {
+            eprintln!("cannot read PostgreSQL's counters: {e}");
+            None
+        }
+    }
 }
 
 async fn prepare_service_instances(settings: &Settings, count: i64) -> anyhow::Result<()> {
@@ -291,6 +336,12 @@ fn print_report(report: &Report, json: bool) -> anyhow::Result<()> {
     }
     if let Some(rss) = report.worker_peak_rss_mib {
         println!("worker peak RSS: {rss:.1} MiB");
+    }
+    if let Some(db) = &report.database_per_request {
+        println!(
+            "PostgreSQL per request: {:.0} WAL bytes, {:.1} rows, {:.1} index entries",
+            db.wal_bytes, db.rows, db.index_entries
+        );
     }
     for (name, split) in [("echo", &report.echo_cpu), ("worker", &report.worker_cpu)] {
         if let Some(split) = split {
