@@ -65,7 +65,8 @@ pub struct Entry {
 }
 
 pub async fn run(settings: &Settings, command: Command) -> anyhow::Result<ExitCode> {
-    let broker = broker::connect(&settings.amqp_url, "procinst dlq").await?;
+    let broker =
+        broker::connect(&broker::Cluster::from_settings(settings)?, "procinst dlq").await?;
     broker::declare(&broker.consume, &settings.topology).await?;
     let messages = take_all(&broker.consume, &settings.topology.dead_letter_queue).await?;
     let entries = describe(settings, &messages).await;

@@ -363,7 +363,7 @@ async fn a_connection_closed_by_the_broker_is_reopened_and_nothing_is_lost() {
             .args(["-q", "list_connections", "pid", "client_properties"])
             .output()
             .expect("rabbitmqctl list_connections");
-        let marker = format!("procinst worker {pid}\"");
+        let marker = format!("procinst worker {pid} @ ");
         let text = String::from_utf8_lossy(&listed.stdout);
         let connection = text
             .lines()
