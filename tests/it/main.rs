@@ -7,6 +7,7 @@ mod load;
 mod proxy;
 mod rabbitmq4;
 
+mod broker_tls;
 mod cluster;
 mod codes;
 mod commands;
