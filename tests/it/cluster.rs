@@ -49,6 +49,11 @@ async fn stopping_the_node_the_worker_is_on_moves_it_to_another_and_loses_nothin
     for (_, _, moved_to) in &faults {
         assert_ne!(*moved_to, victim, "the worker went on to another node");
     }
+    assert!(
+        !env.worker(w).log().contains("broker unavailable"),
+        "the worker went straight to a live node, not back to the lost one; log:\n{}",
+        env.worker(w).log()
+    );
     let events = faults.into_iter().map(|(what, at, _)| (what, at)).collect();
     finish(&mut env, w, n, &sampler, events).await;
 }
