@@ -47,6 +47,10 @@ const SUBSCRIBE_TIMEOUT: Duration = Duration::from_secs(30);
 const HEALTH_CHECK: Duration = Duration::from_secs(1);
 const RECONNECT_MIN: Duration = Duration::from_millis(200);
 const RECONNECT_MAX: Duration = Duration::from_secs(10);
+/// A session lost sooner than this counts as a failed node, so that a node
+/// that accepts and then drops the worker again and again is not retried
+/// without pause.
+const STABLE_SESSION: Duration = Duration::from_secs(5);
 
 /// Everything a worker session shares.
 pub struct Worker {
@@ -107,6 +111,7 @@ impl Worker {
                 }
             };
             self.health.set_broker(true);
+            let began = std::time::Instant::now();
             let end = self.session(&broker, &shutdown, &mut backoff).await;
             self.health.set_broker(false);
             self.health.set_consuming(false);
@@ -114,7 +119,11 @@ impl Worker {
             match end {
                 Ok(SessionEnd::Shutdown) => return Ok(()),
                 Ok(SessionEnd::Lost(cause)) => {
-                    failed = 0;
+                    failed = if began.elapsed() < STABLE_SESSION {
+                        failed + 1
+                    } else {
+                        0
+                    };
                     let cause = cause
                         .map(|e| error_chain(&e))
                         .unwrap_or_else(|| "consumer cancelled".into());
