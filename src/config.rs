@@ -2,11 +2,14 @@
 //!
 //! Every setting of contract section 7 is a flag with an environment variable
 //! behind it. URLs carry credentials, so `Settings` never prints them: its
-//! `Debug` and [`Settings::summary`] go through [`redact_url`].
+//! `Debug` and [`Settings::summary`] go through [`redact_url`], entry by
+//! entry for `AMQP_URL`'s list of nodes.
 
-use std::{fmt, net::SocketAddr, time::Duration};
+use std::{fmt, net::SocketAddr, path::PathBuf, time::Duration};
 
 use clap::{Args, ValueEnum};
+
+use crate::broker::{Endpoints, redact_list};
 
 /// Names of the queues and exchange the worker declares and uses.
 #[derive(Args, Clone, Debug, PartialEq, Eq)]
@@ -74,7 +77,9 @@ pub enum LogFormat {
 /// Everything the commands need to know about their surroundings.
 #[derive(Args, Clone)]
 pub struct Settings {
-    /// RabbitMQ URL (credentials are never logged).
+    /// RabbitMQ URL, or a cluster's nodes as a comma-separated list of URLs,
+    /// each with its own credentials (which are never logged). The nodes
+    /// are tried in shuffled order; a lost connection goes on to the next.
     #[arg(
         long,
         env = "AMQP_URL",
@@ -82,6 +87,10 @@ pub struct Settings {
         global = true
     )]
     pub amqp_url: String,
+    /// PEM file of the CA that signed the brokers' certificates, trusted by
+    /// `amqps://` connections besides the system roots.
+    #[arg(long, env = "PROCINST_AMQP_CA_FILE", global = true)]
+    pub amqp_ca_file: Option<PathBuf>,
     /// PostgreSQL URL (credentials are never logged).
     #[arg(
         long,
@@ -205,15 +214,14 @@ impl Settings {
                 batch_size: self.batch_size,
             });
         }
-        for (name, value) in [
-            ("AMQP_URL", &self.amqp_url),
-            ("DATABASE_URL", &self.database_url),
-        ] {
-            url::Url::parse(value).map_err(|e| SettingsError::Url {
-                name,
-                reason: e.to_string(),
-            })?;
-        }
+        Endpoints::parse(&self.amqp_url).map_err(|e| SettingsError::Url {
+            name: "AMQP_URL",
+            reason: e.to_string(),
+        })?;
+        url::Url::parse(&self.database_url).map_err(|e| SettingsError::Url {
+            name: "DATABASE_URL",
+            reason: e.to_string(),
+        })?;
         Ok(())
     }
 
@@ -244,7 +252,8 @@ impl Settings {
 impl fmt::Debug for Settings {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Settings")
-            .field("amqp_url", &redact_url(&self.amqp_url))
+            .field("amqp_url", &redact_list(&self.amqp_url))
+            .field("amqp_ca_file", &self.amqp_ca_file)
             .field("database_url", &redact_url(&self.database_url))
             .field("topology", &self.topology)
             .field("prefetch", &self.prefetch)
@@ -287,5 +296,44 @@ mod tests {
             "postgres://postgres@127.0.0.1:5432/procinst"
         );
         assert_eq!(redact_url("not a url with hunter2"), "<unparseable url>");
+    }
+
+    #[derive(clap::Parser)]
+    struct Line {
+        #[command(flatten)]
+        settings: Settings,
+    }
+
+    fn settings(args: &[&str]) -> Settings {
+        use clap::Parser;
+        let mut line = vec!["procinst"];
+        line.extend_from_slice(args);
+        Line::try_parse_from(line).expect("flags parse").settings
+    }
+
+    #[test]
+    fn a_list_of_broker_urls_is_valid_and_every_password_is_hidden() {
+        let s = settings(&[
+            "--amqp-url",
+            "amqp://a:first@n1:5682/%2f,amqp://b:second@n2:5683/%2f",
+        ]);
+        s.validate().expect("a list of nodes is valid");
+        let summary = s.summary();
+        assert!(summary.contains("amqp://a:***@n1:5682/%2f,amqp://b:***@n2:5683/%2f"));
+        assert!(
+            !summary.contains("first") && !summary.contains("second"),
+            "{summary}"
+        );
+    }
+
+    #[test]
+    fn a_bad_broker_url_in_the_list_is_named_redacted() {
+        let s = settings(&["--amqp-url", "amqp://a:p@n1/%2f,https://b:hunter2@n2/"]);
+        let err = s.validate().expect_err("https is not a broker").to_string();
+        assert!(
+            err.contains("AMQP_URL") && err.contains("https://b:***@n2/"),
+            "{err}"
+        );
+        assert!(!err.contains("hunter2"), "{err}");
     }
 }

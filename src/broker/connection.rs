@@ -1,11 +1,34 @@
-use lapin::{Channel, Connection, ConnectionProperties, options::ConfirmSelectOptions};
+use lapin::{
+    Channel, Connection, ConnectionProperties, DefaultConnectionBuilder,
+    options::ConfirmSelectOptions, tcp::OwnedTLSConfig,
+};
 
-use super::BrokerError;
-use crate::config::redact_url;
+use super::{BrokerError, Endpoint, Endpoints, Rotation, tls};
+use crate::config::Settings;
+use crate::telemetry::error_chain;
 
 /// Longest wait for a connection handshake; a half-open network path must
 /// not stall the reconnect loop.
 const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Where the broker is and how to trust it: the nodes of `AMQP_URL` and the
+/// TLS settings every `amqps://` node is checked with.
+#[derive(Clone, Debug)]
+pub struct Cluster {
+    pub endpoints: Endpoints,
+    tls: OwnedTLSConfig,
+}
+
+impl Cluster {
+    /// The address list and the CA file of the settings; a bad list or an
+    /// unreadable CA file is a configuration error.
+    pub fn from_settings(settings: &Settings) -> Result<Cluster, BrokerError> {
+        Ok(Cluster {
+            endpoints: Endpoints::parse(&settings.amqp_url)?,
+            tls: tls::trust(settings.amqp_ca_file.as_deref())?,
+        })
+    }
+}
 
 /// A connection with the two channels the worker uses: one to consume and
 /// acknowledge on, one in confirm mode to publish on. Keeping them apart
@@ -14,19 +37,60 @@ pub struct Broker {
     pub connection: Connection,
     pub consume: Channel,
     pub publish: Channel,
+    /// The node this connection is on.
+    pub node: Endpoint,
 }
 
-/// Connects and opens both channels.
-pub async fn connect(url: &str, name: &str) -> Result<Broker, BrokerError> {
-    let properties = ConnectionProperties::default().with_connection_name(name.into());
-    let connection = tokio::time::timeout(CONNECT_TIMEOUT, Connection::connect(url, properties))
+/// Connects to one node of the cluster, trying them in a shuffled order,
+/// each under [`CONNECT_TIMEOUT`]; the first that answers wins.
+pub async fn connect(cluster: &Cluster, name: &str) -> Result<Broker, BrokerError> {
+    let mut rotation = Rotation::shuffled(cluster.endpoints.len());
+    let mut tried = 0;
+    loop {
+        tried += 1;
+        match connect_node(cluster, rotation.next_node(), name).await {
+            Ok(broker) => return Ok(broker),
+            Err(e) if tried < rotation.len() => {
+                tracing::warn!(error = %error_chain(&e), "RabbitMQ node unavailable; trying the next");
+            }
+            Err(e) if tried == 1 => return Err(e),
+            Err(e) => {
+                return Err(BrokerError::NoNode {
+                    nodes: tried,
+                    last: Box::new(e),
+                });
+            }
+        }
+    }
+}
+
+/// Connects to the node at `index` of the list and opens both channels.
+/// The connection is named `{name} @ host:port`, so that `rabbitmqctl
+/// list_connections` tells which process is on which node.
+pub async fn connect_node(
+    cluster: &Cluster,
+    index: usize,
+    name: &str,
+) -> Result<Broker, BrokerError> {
+    let node = cluster.endpoints.get(index).clone();
+    let properties = ConnectionProperties::default()
+        .with_connection_name(format!("{name} @ {}", node.node()).into());
+    let handshake = async {
+        DefaultConnectionBuilder::new()?
+            .with_uri_str(node.url().to_owned())
+            .with_properties(properties)
+            .with_tls_config(cluster.tls.clone())
+            .connect()
+            .await
+    };
+    let connection = tokio::time::timeout(CONNECT_TIMEOUT, handshake)
         .await
-        .map_err(|_| BrokerError::Timeout {
-            what: "connecting",
+        .map_err(|_| BrokerError::ConnectTimeout {
+            url: node.redacted().to_owned(),
             after: CONNECT_TIMEOUT,
         })?
         .map_err(|source| BrokerError::Connect {
-            url: redact_url(url),
+            url: node.redacted().to_owned(),
             source,
         })?;
     let channels = async {
@@ -43,10 +107,12 @@ pub async fn connect(url: &str, name: &str) -> Result<Broker, BrokerError> {
             what: "opening channels",
             after: CONNECT_TIMEOUT,
         })??;
+    tracing::info!(node = %node, "connected to RabbitMQ");
     Ok(Broker {
         connection,
         consume,
         publish,
+        node,
     })
 }
 

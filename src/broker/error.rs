@@ -1,3 +1,5 @@
+use super::AddressError;
+
 /// What went wrong with RabbitMQ.
 #[derive(Debug, thiserror::Error)]
 pub enum BrokerError {
@@ -8,6 +10,26 @@ pub enum BrokerError {
         #[source]
         source: lapin::Error,
     },
+    /// The connection handshake did not finish in time: a node that is
+    /// down behind a silent network, or one too busy to be useful.
+    #[error("no answer from RabbitMQ at {url} within {after:?}")]
+    ConnectTimeout {
+        url: String,
+        after: std::time::Duration,
+    },
+    /// Every node of the list failed; the last one's error is the source.
+    #[error("none of the {nodes} RabbitMQ nodes could be reached")]
+    NoNode {
+        nodes: usize,
+        #[source]
+        last: Box<BrokerError>,
+    },
+    /// `AMQP_URL` cannot work.
+    #[error("AMQP_URL")]
+    Address(#[from] AddressError),
+    /// `PROCINST_AMQP_CA_FILE` cannot be used.
+    #[error("PROCINST_AMQP_CA_FILE {path} is not usable: {reason}")]
+    CaFile { path: String, reason: String },
     /// RabbitMQ did not answer in time: a half-open network path, or a
     /// broker too busy to be useful. Treated like a lost connection.
     #[error("no answer from RabbitMQ within {after:?} while {what}")]
@@ -33,6 +55,9 @@ pub enum BrokerError {
 impl BrokerError {
     /// Configuration errors stop the worker; everything else is retried.
     pub fn is_fatal(&self) -> bool {
-        matches!(self, BrokerError::Topology { .. })
+        matches!(
+            self,
+            BrokerError::Topology { .. } | BrokerError::Address(_) | BrokerError::CaFile { .. }
+        )
     }
 }

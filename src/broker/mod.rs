@@ -1,14 +1,18 @@
-//! All of lapin: connecting, declaring the topology, consuming, and
+//! All of lapin: connecting to one node of a cluster (over TLS when the
+//! URL says `amqps://`), declaring the topology, consuming, and
 //! publishing with confirms. Nothing here knows SQL or the request's rules.
 
 mod connection;
+mod endpoints;
 mod error;
 pub mod headers;
 mod inbox;
 mod publisher;
+mod tls;
 mod topology;
 
-pub use connection::{Broker, connect};
+pub use connection::{Broker, Cluster, connect, connect_node};
+pub use endpoints::{AddressError, Endpoint, Endpoints, Rotation, redact_list};
 pub use error::BrokerError;
 pub use inbox::{Inbox, InboxReply};
 pub use publisher::{Outgoing, Publisher, reply_properties};

@@ -84,7 +84,8 @@ pub async fn run(settings: &Settings, command: Command) -> anyhow::Result<ExitCo
             Ok(ExitCode::SUCCESS)
         }
         Command::Replay(args) => {
-            let broker = broker::connect(&settings.amqp_url, "procinst dlq").await?;
+            let broker =
+                broker::connect(&broker::Cluster::from_settings(settings)?, "procinst dlq").await?;
             broker::declare(&broker.connection, &settings.topology).await?;
             let messages = take_all(&broker.consume, &settings.topology.dead_letter_queue).await?;
             let result = match describe(settings, &messages).await {
@@ -100,7 +101,8 @@ pub async fn run(settings: &Settings, command: Command) -> anyhow::Result<ExitCo
 /// Every message in the dead-letter queue as `dlq list` shows it; the queue
 /// keeps them all. `connection_name` tells the broker who is looking.
 pub async fn browse(settings: &Settings, connection_name: &str) -> anyhow::Result<Vec<Entry>> {
-    let broker = broker::connect(&settings.amqp_url, connection_name).await?;
+    let broker =
+        broker::connect(&broker::Cluster::from_settings(settings)?, connection_name).await?;
     broker::declare(&broker.connection, &settings.topology).await?;
     let dead_queue = settings.topology.dead_letter_queue.as_str();
     let messages = take_all(&broker.consume, dead_queue).await?;

@@ -17,7 +17,7 @@ use serde_json::Value;
 use tokio::sync::watch;
 
 use super::input::{Progress, open};
-use crate::broker::{self, Inbox};
+use crate::broker::{self, Cluster, Inbox};
 use crate::config::Settings;
 use crate::domain::MAX_REQUEST_ID_CHARS;
 
@@ -56,7 +56,7 @@ struct Tally {
 
 pub async fn run(settings: &Settings, args: PublishArgs) -> anyhow::Result<ExitCode> {
     let (reader, size) = open(args.file.as_deref())?;
-    let broker = broker::connect(&settings.amqp_url, "procinst publish").await?;
+    let broker = broker::connect(&Cluster::from_settings(settings)?, "procinst publish").await?;
     broker::declare(&broker.connection, &settings.topology).await?;
     let (published_tx, published_rx) = watch::channel(None);
     let collector = if args.wait {

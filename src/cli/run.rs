@@ -2,6 +2,7 @@ use std::{process::ExitCode, sync::Arc, time::Duration};
 
 use tokio_util::sync::CancellationToken;
 
+use crate::broker::Cluster;
 use crate::config::Settings;
 use crate::http;
 use crate::store::{self, request_log};
@@ -17,6 +18,9 @@ pub async fn run(settings: Settings) -> anyhow::Result<ExitCode> {
     tracing::info!(settings = %settings.summary(), "procinst starting");
     let shutdown = CancellationToken::new();
     tokio::spawn(cancel_on_signal(shutdown.clone()));
+    // A bad address list or CA file cannot get better: say so before waiting
+    // for the database.
+    let cluster = Cluster::from_settings(&settings)?;
 
     // The database may still be starting: wait for it rather than exit.
     let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
@@ -54,6 +58,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<ExitCode> {
     let timeout = settings.shutdown_timeout();
     let worker = Worker {
         settings,
+        cluster,
         pool,
         health,
         totals: Totals::default(),

@@ -7,9 +7,9 @@ pub mod history;
 mod lookup;
 mod migrate;
 mod pool;
-pub mod stats;
 pub mod request_log;
 pub mod service_instance;
+pub mod stats;
 mod write;
 
 pub use error::StoreError;

@@ -33,7 +33,7 @@ use tokio_util::sync::CancellationToken;
 pub use backoff::Backoff;
 pub use health::{Health, Totals};
 
-use crate::broker::{self, Broker, BrokerError, Publisher};
+use crate::broker::{self, Broker, BrokerError, Cluster, Publisher, Rotation};
 use crate::config::Settings;
 use crate::telemetry::error_chain;
 use batcher::{Collected, next_batch, top_up};
@@ -47,10 +47,16 @@ const SUBSCRIBE_TIMEOUT: Duration = Duration::from_secs(30);
 const HEALTH_CHECK: Duration = Duration::from_secs(1);
 const RECONNECT_MIN: Duration = Duration::from_millis(200);
 const RECONNECT_MAX: Duration = Duration::from_secs(10);
+/// A session lost sooner than this counts as a failed node, so that a node
+/// that accepts and then drops the worker again and again is not retried
+/// without pause.
+const STABLE_SESSION: Duration = Duration::from_secs(5);
 
 /// Everything a worker session shares.
 pub struct Worker {
     pub settings: Settings,
+    /// The broker's nodes, parsed from the settings once.
+    pub cluster: Cluster,
     pub pool: Pool,
     pub health: Arc<Health>,
     pub totals: Totals,
@@ -64,36 +70,48 @@ enum SessionEnd {
 
 impl Worker {
     /// Runs until `shutdown` is cancelled (then drains and returns `Ok`) or
-    /// the broker topology is misconfigured (`Err`). Connection losses are
-    /// retried with capped exponential backoff.
+    /// the broker topology is misconfigured (`Err`).
+    ///
+    /// The nodes are taken in a shuffled rotation: a lost connection goes
+    /// straight on to the next node rather than waiting for the lost one to
+    /// come back, and the capped exponential backoff starts only when a
+    /// whole round of nodes gave no working session.
     pub async fn run(&self, shutdown: CancellationToken) -> Result<(), BrokerError> {
         let mut backoff = Backoff::new(RECONNECT_MIN, RECONNECT_MAX);
+        let mut nodes = Rotation::shuffled(self.cluster.endpoints.len());
+        // Nodes tried since the last session that consumed.
+        let mut failed = 0;
         let mut attempt = 0u64;
-        // Shown by `rabbitmqctl list_connections`, so an operator can tell
-        // workers apart.
+        // Shown by `rabbitmqctl list_connections` with the node appended,
+        // so an operator can tell workers apart and see where each is.
         let connection_name = format!("procinst worker {}", std::process::id());
         loop {
-            if attempt > 0 {
-                metrics::counter!("procinst_reconnects_total").increment(1);
-                let delay = backoff.next_delay();
+            if failed >= nodes.len() {
+                failed = 0;
                 tokio::select! {
                     _ = shutdown.cancelled() => return Ok(()),
-                    _ = tokio::time::sleep(delay) => {}
+                    _ = tokio::time::sleep(backoff.next_delay()) => {}
                 }
             }
+            if attempt > 0 {
+                metrics::counter!("procinst_reconnects_total").increment(1);
+            }
             attempt += 1;
+            let node = nodes.next_node();
             let broker = tokio::select! {
                 _ = shutdown.cancelled() => return Ok(()),
-                connected = broker::connect(&self.settings.amqp_url, &connection_name) => connected,
+                connected = broker::connect_node(&self.cluster, node, &connection_name) => connected,
             };
             let broker = match broker {
                 Ok(broker) => broker,
                 Err(e) => {
-                    tracing::warn!(error = %error_chain(&e), "broker unavailable; retrying");
+                    failed += 1;
+                    tracing::warn!(error = %error_chain(&e), "broker unavailable; trying the next node");
                     continue;
                 }
             };
             self.health.set_broker(true);
+            let began = std::time::Instant::now();
             let end = self.session(&broker, &shutdown, &mut backoff).await;
             self.health.set_broker(false);
             self.health.set_consuming(false);
@@ -101,14 +119,20 @@ impl Worker {
             match end {
                 Ok(SessionEnd::Shutdown) => return Ok(()),
                 Ok(SessionEnd::Lost(cause)) => {
+                    failed = if began.elapsed() < STABLE_SESSION {
+                        failed + 1
+                    } else {
+                        0
+                    };
                     let cause = cause
                         .map(|e| error_chain(&e))
                         .unwrap_or_else(|| "consumer cancelled".into());
-                    tracing::warn!(%cause, "broker session lost; reconnecting");
+                    tracing::warn!(node = %broker.node, %cause, "broker session lost; reconnecting to the next node");
                 }
                 Err(e) if e.is_fatal() => return Err(e),
                 Err(e) => {
-                    tracing::warn!(error = %error_chain(&e), "broker session failed; reconnecting")
+                    failed += 1;
+                    tracing::warn!(node = %broker.node, error = %error_chain(&e), "broker session failed; reconnecting")
                 }
             }
         }

@@ -68,7 +68,8 @@ async fn burst(client: &Client, prefix: &str, n: usize, at: usize, mut fault: im
 }
 
 /// Every request answered `0`, identical replies per id, rows exactly once.
-async fn assert_exactly_once(env: &Env, client: &Client, n: usize, per_request: i64) {
+/// Gives the number of replies beyond one per request (redeliveries).
+pub async fn assert_exactly_once(env: &Env, client: &Client, n: usize, per_request: i64) -> usize {
     let replies = client.replies_per_request(&env.reply_queue, n).await;
     assert_eq!(replies.len(), n, "every request answered");
     for (id, bodies) in &replies {
@@ -87,6 +88,7 @@ async fn assert_exactly_once(env: &Env, client: &Client, n: usize, per_request: 
         env.count("SELECT count(*) FROM request_log").await,
         n as i64
     );
+    replies.values().map(|bodies| bodies.len() - 1).sum()
 }
 
 #[tokio::test]
@@ -363,7 +365,7 @@ async fn a_connection_closed_by_the_broker_is_reopened_and_nothing_is_lost() {
             .args(["-q", "list_connections", "pid", "client_properties"])
             .output()
             .expect("rabbitmqctl list_connections");
-        let marker = format!("procinst worker {pid}\"");
+        let marker = format!("procinst worker {pid} @ ");
         let text = String::from_utf8_lossy(&listed.stdout);
         let connection = text
             .lines()

@@ -93,11 +93,18 @@ pub struct Env {
     pub reply_queue: String,
     pub dead_queue: String,
     pub dlx: String,
+    /// The broker's nodes, comma-separated: one unless a test says otherwise.
+    pub amqp: String,
     workers: Vec<Worker>,
 }
 
 impl Env {
     pub async fn new() -> Env {
+        Env::on_broker(&amqp_url()).await
+    }
+
+    /// An environment whose worker and client use `amqp`, a list of nodes.
+    pub async fn on_broker(amqp: &str) -> Env {
         let id = unique("it");
         let env = Env {
             database: format!("procinst_{id}"),
@@ -105,6 +112,7 @@ impl Env {
             reply_queue: format!("{id}.replies"),
             dead_queue: format!("{id}.dead"),
             dlx: format!("{id}.dlx"),
+            amqp: amqp.to_owned(),
             id,
             workers: Vec::new(),
         };
@@ -119,7 +127,7 @@ impl Env {
     /// Environment variables a `procinst` process of this test needs.
     pub fn vars(&self) -> Vec<(String, String)> {
         [
-            ("AMQP_URL", amqp_url()),
+            ("AMQP_URL", self.amqp.clone()),
             ("DATABASE_URL", self.database_url()),
             ("PROCINST_REQUEST_QUEUE", self.request_queue.clone()),
             ("PROCINST_REPLY_QUEUE", self.reply_queue.clone()),
@@ -238,6 +246,7 @@ impl Drop for Env {
             self.dead_queue.clone(),
         ];
         let dlx = self.dlx.clone();
+        let amqp = self.amqp.clone();
         // Drop cannot await; clean up on a runtime of our own.
         let _ = std::thread::spawn(move || {
             let Ok(rt) = tokio::runtime::Builder::new_current_thread()
@@ -247,9 +256,7 @@ impl Drop for Env {
                 return;
             };
             rt.block_on(async move {
-                if let Ok(conn) =
-                    Connection::connect(&amqp_url(), ConnectionProperties::default()).await
-                {
+                if let Some(conn) = connect_any(&amqp).await {
                     if let Ok(ch) = conn.create_channel().await {
                         for q in &queues {
                             let _ = ch
@@ -413,11 +420,23 @@ pub struct Client {
     request_queue: String,
 }
 
+/// A connection to the first node of `list` (comma-separated URLs) that
+/// answers within a few seconds.
+pub async fn connect_any(list: &str) -> Option<Connection> {
+    for url in list.split(',').map(str::trim) {
+        let attempt = Connection::connect(url, ConnectionProperties::default());
+        if let Ok(Ok(connection)) = tokio::time::timeout(Duration::from_secs(5), attempt).await {
+            return Some(connection);
+        }
+    }
+    None
+}
+
 impl Client {
     pub async fn new(env: &Env) -> Client {
-        let connection = Connection::connect(&amqp_url(), ConnectionProperties::default())
+        let connection = connect_any(&env.amqp)
             .await
-            .expect("amqp");
+            .unwrap_or_else(|| panic!("no broker node answers of {}", env.amqp));
         let channel = connection.create_channel().await.expect("channel");
         channel
             .confirm_select(ConfirmSelectOptions::default())
@@ -437,6 +456,21 @@ impl Client {
     }
 
     pub async fn publish_to(&self, queue: &str, body: &[u8], properties: BasicProperties) {
+        let acked = self
+            .try_publish_to(queue, body, properties)
+            .await
+            .expect("publish");
+        assert!(acked, "publish nacked");
+    }
+
+    /// Publishes persistently; whether the broker confirmed it, or the
+    /// error of a connection that went away meanwhile.
+    pub async fn try_publish_to(
+        &self,
+        queue: &str,
+        body: &[u8],
+        properties: BasicProperties,
+    ) -> Result<bool, lapin::Error> {
         let confirm = self
             .channel
             .basic_publish(
@@ -446,9 +480,8 @@ impl Client {
                 body,
                 properties.with_delivery_mode(2),
             )
-            .await
-            .expect("publish");
-        assert!(confirm.await.expect("confirm").is_ack(), "publish nacked");
+            .await?;
+        Ok(confirm.await?.is_ack())
     }
 
     pub async fn send(&self, body: &Value) {

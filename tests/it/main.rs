@@ -3,8 +3,12 @@
 //! `procinst` processes, and bounds every wait.
 
 mod helpers;
+mod load;
 mod proxy;
+mod rabbitmq4;
 
+mod broker_tls;
+mod cluster;
 mod codes;
 mod commands;
 mod dead_letters;

@@ -12,7 +12,7 @@ use lapin::{
 };
 use tokio_util::sync::CancellationToken;
 
-use crate::broker::{self, Outgoing, Publisher, reply_properties};
+use crate::broker::{self, Cluster, Outgoing, Publisher, reply_properties};
 use crate::config::Settings;
 use crate::domain::reply;
 use crate::worker::batcher::{Collected, next_batch};
@@ -24,7 +24,8 @@ pub async fn serve(
     queue: &str,
     stop: CancellationToken,
 ) -> anyhow::Result<()> {
-    let broker = broker::connect(&settings.amqp_url, "procinst loadtest echo").await?;
+    let broker =
+        broker::connect(&Cluster::from_settings(settings)?, "procinst loadtest echo").await?;
     let mut args = FieldTable::default();
     args.insert(
         "x-queue-type".into(),

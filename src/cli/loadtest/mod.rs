@@ -19,6 +19,7 @@ use serde::Serialize;
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
+use crate::broker::Cluster;
 use crate::config::Settings;
 use crate::store::{self, service_instance::ServiceInstanceRow};
 use phase::{Load, Measured};
@@ -88,6 +89,7 @@ struct Report {
 }
 
 pub async fn run(settings: &Settings, args: LoadtestArgs) -> anyhow::Result<ExitCode> {
+    let cluster = Cluster::from_settings(settings)?;
     let run_id = format!(
         "lt{}",
         SystemTime::now()
@@ -115,7 +117,7 @@ pub async fn run(settings: &Settings, args: LoadtestArgs) -> anyhow::Result<Exit
         });
         tokio::time::sleep(Duration::from_millis(300)).await;
         let load = Load {
-            amqp_url: &settings.amqp_url,
+            cluster: &cluster,
             queue: &queue,
             run_id: &format!("{run_id}e"),
             requests: args.requests,
@@ -140,7 +142,7 @@ pub async fn run(settings: &Settings, args: LoadtestArgs) -> anyhow::Result<Exit
     let db_before = db_snapshot(settings).await;
     let split = cpu::Sampler::start(workers.clone());
     let load = Load {
-        amqp_url: &settings.amqp_url,
+        cluster: &cluster,
         queue: &settings.topology.request_queue,
         run_id: &run_id,
         requests: args.requests,

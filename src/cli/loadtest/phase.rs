@@ -15,7 +15,7 @@ use lapin::{BasicProperties, options::BasicPublishOptions};
 use serde::Serialize;
 use tokio::sync::Semaphore;
 
-use crate::broker::{self, Inbox};
+use crate::broker::{self, Cluster, Inbox};
 
 /// Longest silence tolerated while waiting for replies.
 const REPLY_IDLE_LIMIT: Duration = Duration::from_secs(60);
@@ -29,7 +29,7 @@ const LATENCY_MAX_US: u64 = 3_600_000_000;
 
 /// How a phase is driven.
 pub struct Load<'a> {
-    pub amqp_url: &'a str,
+    pub cluster: &'a Cluster,
     pub queue: &'a str,
     pub run_id: &'a str,
     pub requests: usize,
@@ -59,7 +59,7 @@ pub struct Measured {
 
 /// Publishes `body(i)` for every request and measures until all replies are in.
 pub async fn run(load: &Load<'_>, body: impl Fn(usize) -> Vec<u8>) -> anyhow::Result<Measured> {
-    let broker = broker::connect(load.amqp_url, "procinst loadtest").await?;
+    let broker = broker::connect(load.cluster, "procinst loadtest").await?;
     let inbox = Inbox::open(&broker.consume).await?;
     let reply_to = inbox.name.clone();
     let start = Instant::now();

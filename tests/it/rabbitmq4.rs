@@ -1,0 +1,131 @@
+//! The RabbitMQ 4 nodes of `tests/infra/rabbitmq4.sh`: their names and
+//! ports, rabbitmqctl against one of them, and a guard that starts again
+//! whatever node a test stopped, however the test ends, so that the next
+//! test finds the cluster whole.
+
+use std::{
+    process::Command,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+/// Longest a single rabbitmqctl call may take (start_app of a node that
+/// syncs with its cluster takes several seconds).
+const CTL_TIMEOUT: Duration = Duration::from_secs(90);
+
+/// A node of the three-node cluster.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Node {
+    pub name: &'static str,
+    pub port: u16,
+}
+
+pub const NODES: [Node; 3] = [
+    Node {
+        name: "procinst4a",
+        port: 5682,
+    },
+    Node {
+        name: "procinst4b",
+        port: 5683,
+    },
+    Node {
+        name: "procinst4c",
+        port: 5684,
+    },
+];
+
+impl Node {
+    pub fn url(&self) -> String {
+        format!("amqp://guest:guest@127.0.0.1:{}/%2f", self.port)
+    }
+
+    /// The node listening on `port`.
+    pub fn by_port(port: u16) -> &'static Node {
+        NODES
+            .iter()
+            .find(|n| n.port == port)
+            .unwrap_or_else(|| panic!("no cluster node on port {port}"))
+    }
+
+    /// The node of an Erlang node name such as `procinst4b@localhost`.
+    pub fn by_erlang_name(name: &str) -> &'static Node {
+        let short = name.split('@').next().unwrap_or(name);
+        NODES
+            .iter()
+            .find(|n| n.name == short)
+            .unwrap_or_else(|| panic!("no cluster node named {name}"))
+    }
+}
+
+/// `AMQP_URL` for all three nodes.
+pub fn cluster_url() -> String {
+    NODES.iter().map(Node::url).collect::<Vec<_>>().join(",")
+}
+
+pub fn script() -> String {
+    format!("{}/tests/infra/rabbitmq4.sh", env!("CARGO_MANIFEST_DIR"))
+}
+
+/// `rabbitmqctl ARGS` against `node`; its standard output. Panics when it
+/// fails or takes longer than [`CTL_TIMEOUT`].
+pub async fn ctl(node: &Node, args: &[&str]) -> String {
+    let mut cmd = tokio::process::Command::new(script());
+    cmd.arg("ctl").arg(node.name).args(args).kill_on_drop(true);
+    let out = tokio::time::timeout(CTL_TIMEOUT, cmd.output())
+        .await
+        .unwrap_or_else(|_| panic!("rabbitmqctl {args:?} on {} hangs", node.name))
+        .expect("run rabbitmq4.sh");
+    assert!(
+        out.status.success(),
+        "rabbitmqctl {args:?} on {} failed: {}",
+        node.name,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Nodes a test stopped and has not started again.
+#[derive(Default)]
+pub struct Outage {
+    stopped: Arc<Mutex<Vec<&'static Node>>>,
+}
+
+impl Outage {
+    /// Stops the RabbitMQ application on `node` (the Erlang node stays up,
+    /// as in a rolling upgrade).
+    pub async fn stop(&self, node: &'static Node) {
+        if let Ok(mut stopped) = self.stopped.lock() {
+            stopped.push(node);
+        }
+        ctl(node, &["stop_app"]).await;
+    }
+
+    /// Starts `node` again and waits until it serves.
+    pub async fn start(&self, node: &'static Node) {
+        ctl(node, &["start_app"]).await;
+        ctl(node, &["await_startup", "--timeout", "60"]).await;
+        if let Ok(mut stopped) = self.stopped.lock() {
+            stopped.retain(|n| *n != node);
+        }
+    }
+}
+
+impl Drop for Outage {
+    fn drop(&mut self) {
+        let stopped = match self.stopped.lock() {
+            Ok(mut stopped) => std::mem::take(&mut *stopped),
+            Err(poisoned) => std::mem::take(&mut *poisoned.into_inner()),
+        };
+        for node in stopped {
+            eprintln!("starting {} again after the test", node.name);
+            for args in [&["start_app"][..], &["await_startup", "--timeout", "60"]] {
+                let _ = Command::new(script())
+                    .arg("ctl")
+                    .arg(node.name)
+                    .args(args)
+                    .status();
+            }
+        }
+    }
+}
