@@ -154,8 +154,6 @@ pub async fn run(settings: &Settings, args: LoadtestArgs) -> anyhow::Result<Exit
     let worker_cpu = split.finish().await;
     let database_per_request = match db_before {
         Some(before) if worker.answered > 0 => {
-            // Commits reach the statistics views within about a second.
-            tokio::time::sleep(Duration::from_millis(1500)).await;
             db_snapshot(settings).await.map(|after| {
                 let cost = after.since(&before);
                 let n = worker.answered as f64;
