@@ -13,4 +13,5 @@ mod idempotency;
 mod requests;
 mod routing;
 mod secrets;
+mod startup;
 mod topology;
