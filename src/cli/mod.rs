@@ -2,6 +2,7 @@
 //! arguments and its `run`.
 
 mod dlq;
+mod health;
 mod input;
 mod loadtest;
 mod migrate;
@@ -44,6 +45,9 @@ pub enum Command {
     Dlq(dlq::Command),
     /// Measure throughput and latency against a running worker.
     Loadtest(loadtest::LoadtestArgs),
+    /// Ask a running worker (at PROCINST_HTTP_ADDR) whether it is ready;
+    /// exit 0 or 1, for container health checks.
+    Health(health::HealthArgs),
 }
 
 /// Runs the chosen command; `Err` is printed with its causes by `main`.
@@ -57,5 +61,6 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Publish(args) => publish::run(&cli.settings, args).await,
         Command::Dlq(command) => dlq::run(&cli.settings, command).await,
         Command::Loadtest(args) => loadtest::run(&cli.settings, args).await,
+        Command::Health(args) => health::run(cli.settings.http_addr, args).await,
     }
 }
