@@ -94,16 +94,50 @@ async fn queue(channel: &Channel, name: &str, args: FieldTable) -> Result<(), Br
         .map_err(|e| classify("queue", name, e))
 }
 
+/// AMQP reply code of a channel closed because a declaration does not match.
+const PRECONDITION_FAILED: u16 = 406;
+
 fn classify(kind: &'static str, name: &str, error: lapin::Error) -> BrokerError {
-    if let ErrorKind::ProtocolError(amqp) = error.kind() {
-        let message = amqp.get_message().as_str();
-        if message.starts_with("PRECONDITION_FAILED") {
-            return BrokerError::Topology {
-                kind,
-                name: name.to_owned(),
-                detail: message.to_owned(),
-            };
-        }
+    if let ErrorKind::ProtocolError(amqp) = error.kind()
+        && amqp.get_id() == PRECONDITION_FAILED
+    {
+        return BrokerError::Topology {
+            kind,
+            name: name.to_owned(),
+            detail: amqp.get_message().as_str().to_owned(),
+        };
     }
     BrokerError::Amqp(error)
+}
+
+#[cfg(test)]
+mod tests {
+    use lapin::protocol::{AMQPError, AMQPErrorKind, AMQPSoftError};
+
+    use super::*;
+
+    fn closed_with(kind: AMQPSoftError, text: &str) -> lapin::Error {
+        ErrorKind::ProtocolError(AMQPError::new(AMQPErrorKind::Soft(kind), text.into())).into()
+    }
+
+    #[test]
+    fn precondition_failed_is_known_by_its_reply_code_not_its_text() {
+        // The text varies between RabbitMQ versions; the code does not.
+        let mismatch = closed_with(
+            AMQPSoftError::PRECONDITIONFAILED,
+            "inequivalent arg 'x-delivery-limit' for queue 'q'",
+        );
+        assert!(matches!(
+            classify("queue", "q", mismatch),
+            BrokerError::Topology { .. }
+        ));
+        let other = closed_with(
+            AMQPSoftError::ACCESSREFUSED,
+            "PRECONDITION_FAILED lookalike",
+        );
+        assert!(matches!(
+            classify("queue", "q", other),
+            BrokerError::Amqp(_)
+        ));
+    }
 }
