@@ -245,3 +245,18 @@ async fn loadtest_completes_a_small_run_with_the_echo_baseline() {
     assert!(report["worker_over_echo"].as_f64().is_some_and(|r| r > 0.0));
     assert_eq!(env.count("SELECT count(*) FROM request_log").await, 200);
 }
+
+#[tokio::test]
+async fn loadtest_refuses_a_database_with_other_data_unless_allowed() {
+    let env = Env::new().await;
+    env.service_instance(1, 10, "0", 0, 1).await;
+    let out = env.procinst(&["loadtest", "--requests", "1"], None);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(stderr.contains("--allow-foreign-data"), "{stderr}");
+    assert_eq!(
+        env.count("SELECT count(*) FROM service_instance").await,
+        1,
+        "nothing written"
+    );
+}
