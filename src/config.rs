@@ -183,6 +183,11 @@ pub enum SettingsError {
         "PROCINST_PREFETCH ({prefetch}) must be at least PROCINST_BATCH_SIZE ({batch_size}), or batches never fill"
     )]
     PrefetchBelowBatch { prefetch: u16, batch_size: usize },
+    #[error(
+        "PROCINST_DB_POOL_SIZE ({pool}) must exceed the {writers} batches written at once, \
+         so that /readyz and pruning always find a connection"
+    )]
+    PoolTooSmall { pool: usize, writers: usize },
     #[error("{name} is not a valid URL: {reason}")]
     Url { name: &'static str, reason: String },
 }
@@ -212,6 +217,12 @@ impl Settings {
             return Err(SettingsError::PrefetchBelowBatch {
                 prefetch: self.prefetch,
                 batch_size: self.batch_size,
+            });
+        }
+        if self.db_pool_size <= self.concurrent_batches() {
+            return Err(SettingsError::PoolTooSmall {
+                pool: self.db_pool_size,
+                writers: self.concurrent_batches(),
             });
         }
         Endpoints::parse(&self.amqp_url).map_err(|e| SettingsError::Url {
@@ -285,7 +296,58 @@ pub fn redact_url(raw: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    use clap::Parser;
+
     use super::*;
+
+    #[derive(Parser)]
+    struct Flags {
+        #[command(flatten)]
+        settings: Settings,
+    }
+
+    fn settings(args: &[&str]) -> Settings {
+        let mut argv = vec!["procinst"];
+        argv.extend_from_slice(args);
+        Flags::try_parse_from(argv).expect("flags parse").settings
+    }
+
+    #[test]
+    fn the_defaults_are_valid() {
+        settings(&[]).validate().expect("defaults work");
+    }
+
+    #[test]
+    fn a_pool_with_no_connection_beside_the_writers_is_refused() {
+        let error = settings(&["--db-pool-size", "1"])
+            .validate()
+            .expect_err("one connection, one writer");
+        assert!(matches!(
+            error,
+            SettingsError::PoolTooSmall {
+                pool: 1,
+                writers: 1
+            }
+        ));
+        assert!(
+            error.to_string().contains("PROCINST_DB_POOL_SIZE (1)"),
+            "{error}"
+        );
+        settings(&["--db-pool-size", "2"])
+            .validate()
+            .expect("one writer and one spare connection");
+    }
+
+    #[test]
+    fn a_prefetch_below_the_batch_size_is_refused() {
+        let error = settings(&["--prefetch", "10", "--batch-size", "11"])
+            .validate()
+            .expect_err("batches could never fill");
+        assert!(
+            error.to_string().contains("PROCINST_PREFETCH (10)"),
+            "{error}"
+        );
+    }
 
     #[test]
     fn redact_url_hides_the_password_and_keeps_the_rest() {
@@ -296,19 +358,6 @@ mod tests {
             "postgres://postgres@127.0.0.1:5432/procinst"
         );
         assert_eq!(redact_url("not a url with hunter2"), "<unparseable url>");
-    }
-
-    #[derive(clap::Parser)]
-    struct Line {
-        #[command(flatten)]
-        settings: Settings,
-    }
-
-    fn settings(args: &[&str]) -> Settings {
-        use clap::Parser;
-        let mut line = vec!["procinst"];
-        line.extend_from_slice(args);
-        Line::try_parse_from(line).expect("flags parse").settings
     }
 
     #[test]

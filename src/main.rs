@@ -14,7 +14,11 @@ fn main() -> std::process::ExitCode {
         Ok(code) => code,
         Err(e) => {
             // The one report of a fatal error, with its causes.
-            tracing::error!(error = %format!("{e:#}"), "procinst failed");
+            tracing::error!(
+                version = %env!("CARGO_PKG_VERSION"),
+                error = %format!("{e:#}"),
+                "procinst failed"
+            );
             std::process::ExitCode::FAILURE
         }
     }

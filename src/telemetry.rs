@@ -1,23 +1,28 @@
 //! The tracing subscriber (text or JSON lines on stderr, filtered by
 //! `RUST_LOG`, default `info`), stage timings, and errors as one line.
 
+use std::io::IsTerminal;
+
 use tracing_subscriber::{EnvFilter, fmt, prelude::*};
 
 use crate::config::LogFormat;
 
-/// Installs the global subscriber once; later calls do nothing.
+/// Installs the global subscriber once; later calls do nothing. Colours
+/// only on a terminal: in files and log collectors escape codes are noise.
 pub fn init(format: LogFormat) {
+    let ansi = std::io::stderr().is_terminal();
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let registry = tracing_subscriber::registry().with(filter);
     let _ = match format {
         LogFormat::Text => registry
-            .with(fmt::layer().with_writer(std::io::stderr))
+            .with(fmt::layer().with_ansi(ansi).with_writer(std::io::stderr))
             .try_init(),
         LogFormat::Json => registry
             .with(
                 fmt::layer()
                     .json()
                     .with_current_span(true)
+                    .with_ansi(false)
                     .with_writer(std::io::stderr),
             )
             .try_init(),

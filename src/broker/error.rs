@@ -48,6 +48,16 @@ pub enum BrokerError {
     /// The broker refused to take a message (basic.nack).
     #[error("the broker refused a message published to {routing_key}")]
     Nacked { routing_key: String },
+    /// A message marked mandatory could not be routed to any queue: the
+    /// queue or its binding is gone.
+    #[error("no queue is bound to {exchange} for {routing_key}: the message came back")]
+    Unroutable {
+        exchange: String,
+        routing_key: String,
+    },
+    /// The channel closed before the broker took an ack.
+    #[error("the channel closed before {what}")]
+    ChannelClosed { what: &'static str },
     #[error("RabbitMQ error")]
     Amqp(#[from] lapin::Error),
 }

@@ -30,7 +30,10 @@ pub fn dead_letter_headers(
         .and_then(|h| int(h, FIRST_DEATH))
         .unwrap_or(now_unix as i64);
     headers.insert(REASON.into(), AMQPValue::LongString(reason.into()));
-    headers.insert(DETAIL.into(), AMQPValue::LongString(detail.into()));
+    headers.insert(
+        DETAIL.into(),
+        AMQPValue::LongString(one_line(detail).as_str().into()),
+    );
     headers.insert(COUNT.into(), AMQPValue::LongLongInt(count));
     headers.insert(FIRST_DEATH.into(), AMQPValue::LongLongInt(first));
     headers.insert(LAST_DEATH.into(), AMQPValue::LongLongInt(now_unix as i64));
@@ -60,6 +63,17 @@ fn without_count(headers: &FieldTable) -> FieldTable {
         }
     }
     kept
+}
+
+/// `text` with its line breaks and other control characters turned into
+/// spaces: database errors carry DETAIL and HINT lines, and a header is read
+/// by `dlq list` and log tools one line per message.
+fn one_line(text: &str) -> String {
+    let spaced: String = text
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    spaced.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
 /// A header as an integer, whatever integer type the sender chose.
@@ -137,5 +151,15 @@ mod tests {
         assert_eq!(int(kept, DELIVERY_COUNT), None);
         assert_eq!(text(kept, REASON).as_deref(), Some("not_json"));
         assert_eq!(copy.message_id().as_ref().map(|m| m.as_str()), Some("m-1"));
+    }
+
+    #[test]
+    fn the_detail_is_one_line() {
+        let detail = "db error: ERROR: poisoned row\nDETAIL: row 5\r\nHINT:\tfix it";
+        let headers = dead_letter_headers(None, "store_rejected", detail, 100);
+        assert_eq!(
+            text(&headers, DETAIL).as_deref(),
+            Some("db error: ERROR: poisoned row DETAIL: row 5 HINT: fix it")
+        );
     }
 }

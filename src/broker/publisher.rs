@@ -19,6 +19,9 @@ pub struct Outgoing<'a> {
     pub routing_key: &'a str,
     pub body: &'a [u8],
     pub properties: BasicProperties,
+    /// Published mandatory: when no queue takes it, the broker returns it
+    /// and [`Publisher::publish_all`] fails with [`BrokerError::Unroutable`].
+    pub mandatory: bool,
 }
 
 /// Publishes on a channel in confirm mode, many messages in flight at once.
@@ -63,8 +66,16 @@ impl Publisher {
                 })??;
             let mut nacked = Vec::new();
             for (message, result) in pending.iter().zip(results) {
-                if let Confirmation::Nack(_) = result? {
-                    nacked.push(*message);
+                match result? {
+                    Confirmation::Nack(_) => nacked.push(*message),
+                    // Sending it again would only bring it back again.
+                    Confirmation::Ack(Some(_)) if message.mandatory => {
+                        return Err(BrokerError::Unroutable {
+                            exchange: message.exchange.to_owned(),
+                            routing_key: message.routing_key.to_owned(),
+                        });
+                    }
+                    _ => {}
                 }
             }
             if nacked.is_empty() {
@@ -87,7 +98,10 @@ impl Publisher {
             .basic_publish(
                 message.exchange.into(),
                 message.routing_key.into(),
-                BasicPublishOptions::default(),
+                BasicPublishOptions {
+                    mandatory: message.mandatory,
+                    ..Default::default()
+                },
                 message.body,
                 message.properties.clone(),
             )

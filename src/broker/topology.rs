@@ -199,6 +199,8 @@ fn classify(kind: &'static str, name: &str, error: lapin::Error) -> BrokerError 
 
 #[cfg(test)]
 mod tests {
+    use lapin::protocol::{AMQPError, AMQPErrorKind, AMQPSoftError};
+
     use super::*;
 
     fn topology(group: Option<u32>) -> Topology {
@@ -239,5 +241,30 @@ mod tests {
                 Some(&AMQPValue::LongLongInt(3))
             );
         }
+    }
+
+    fn closed_with(kind: AMQPSoftError, text: &str) -> lapin::Error {
+        ErrorKind::ProtocolError(AMQPError::new(AMQPErrorKind::Soft(kind), text.into())).into()
+    }
+
+    #[test]
+    fn precondition_failed_is_known_by_its_reply_code_not_its_text() {
+        // The text varies between RabbitMQ versions; the code does not.
+        let mismatch = closed_with(
+            AMQPSoftError::PRECONDITIONFAILED,
+            "inequivalent arg 'x-delivery-limit' for queue 'q'",
+        );
+        assert!(matches!(
+            classify("queue", "q", mismatch),
+            BrokerError::Topology { .. }
+        ));
+        let other = closed_with(
+            AMQPSoftError::ACCESSREFUSED,
+            "PRECONDITION_FAILED lookalike",
+        );
+        assert!(matches!(
+            classify("queue", "q", other),
+            BrokerError::Amqp(_)
+        ));
     }
 }

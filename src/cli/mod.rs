@@ -2,6 +2,7 @@
 //! arguments and its `run`.
 
 mod dlq;
+mod health;
 mod input;
 mod loadtest;
 mod migrate;
@@ -48,6 +49,9 @@ pub enum Command {
     /// What happened to one request.
     #[command(subcommand)]
     Request(request::Command),
+    /// Ask a running worker (at PROCINST_HTTP_ADDR) whether it is ready;
+    /// exit 0 or 1, for container health checks.
+    Health(health::HealthArgs),
 }
 
 /// Runs the chosen command; `Err` is printed with its causes by `main`.
@@ -62,5 +66,6 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Dlq(command) => dlq::run(&cli.settings, command).await,
         Command::Loadtest(args) => loadtest::run(&cli.settings, args).await,
         Command::Request(command) => request::run(&cli.settings, command).await,
+        Command::Health(args) => health::run(cli.settings.http_addr, args).await,
     }
 }

@@ -2,7 +2,7 @@
 //! publisher confirms and, with `--wait`, the replies collected.
 
 use std::{
-    collections::BTreeMap,
+    collections::{BTreeMap, HashSet},
     io::{BufRead, Write},
     path::PathBuf,
     process::ExitCode,
@@ -17,7 +17,7 @@ use serde_json::Value;
 use tokio::sync::watch;
 
 use super::input::{Progress, open};
-use crate::broker::{self, Cluster, Inbox};
+use crate::broker::{self, Cluster, Inbox, InboxReply};
 use crate::config::Settings;
 use crate::domain::MAX_REQUEST_ID_CHARS;
 
@@ -252,11 +252,41 @@ fn request_id_of(line: &str) -> Result<String, String> {
     }
 }
 
-/// Replies counted by code.
+/// Replies counted by code, once per request_id: a redelivered request is
+/// answered again (with the stored reply), and counting that second reply
+/// would end the wait before another request is answered.
 #[derive(Debug, Default)]
 struct Answers {
+    /// Distinct requests answered.
     total: u64,
     by_code: BTreeMap<i64, u64>,
+    seen: HashSet<String>,
+}
+
+impl Answers {
+    /// Counts a reply; false for a repeated answer to a counted request.
+    fn record(&mut self, reply: &InboxReply) -> bool {
+        let body = serde_json::from_slice::<Value>(&reply.body).ok();
+        let request_id = body
+            .as_ref()
+            .and_then(|v| v.get("request_id"))
+            .and_then(Value::as_str)
+            .map(str::to_owned)
+            .or_else(|| reply.correlation_id.clone());
+        if let Some(id) = request_id
+            && !self.seen.insert(id)
+        {
+            return false;
+        }
+        let code = body
+            .as_ref()
+            .and_then(|v| v.get("code"))
+            .and_then(Value::as_i64)
+            .unwrap_or(-1);
+        *self.by_code.entry(code).or_default() += 1;
+        self.total += 1;
+        true
+    }
 }
 
 async fn collect(
@@ -287,12 +317,9 @@ async fn collect(
             break;
         };
         let reply = reply?;
-        let code = serde_json::from_slice::<Value>(&reply.body)
-            .ok()
-            .and_then(|v| v.get("code").and_then(Value::as_i64))
-            .unwrap_or(-1);
-        *answers.by_code.entry(code).or_default() += 1;
-        answers.total += 1;
+        if !answers.record(&reply) {
+            continue;
+        }
         out.write_all(&reply.body)?;
         out.write_all(b"\n")?;
     }
@@ -312,5 +339,22 @@ mod tests {
         assert!(request_id_of(r#"{"request_id":""}"#).is_err());
         assert!(request_id_of(r#"{"request_id":5}"#).is_err());
         assert!(request_id_of(&format!(r#"{{"request_id":"{}"}}"#, "x".repeat(129))).is_err());
+    }
+
+    fn reply(request_id: &str, code: i64) -> InboxReply {
+        InboxReply {
+            body: format!(r#"{{"code":{code},"request_id":"{request_id}"}}"#).into_bytes(),
+            correlation_id: Some(request_id.to_owned()),
+        }
+    }
+
+    #[test]
+    fn a_repeated_reply_counts_once() {
+        let mut answers = Answers::default();
+        assert!(answers.record(&reply("a", 0)));
+        assert!(!answers.record(&reply("a", 0)), "a redelivery's reply");
+        assert!(answers.record(&reply("b", 1199019)));
+        assert_eq!(answers.total, 2);
+        assert_eq!(answers.by_code.get(&0), Some(&1));
     }
 }

@@ -15,12 +15,36 @@ const PRUNE_EVERY: Duration = Duration::from_secs(600);
 /// The worker: prepares the database, serves HTTP, consumes until SIGTERM or
 /// SIGINT, then drains within the shutdown timeout and exits 0.
 pub async fn run(settings: Settings) -> anyhow::Result<ExitCode> {
-    tracing::info!(settings = %settings.summary(), "procinst starting");
+    tracing::info!(
+        version = %env!("CARGO_PKG_VERSION"),
+        settings = %settings.summary(),
+        "procinst starting"
+    );
+    // Before anything else: a taken address is a configuration error to
+    // report at once, and probes get answers while the database is awaited.
+    let listener = http::bind(settings.http_addr).await?;
     let shutdown = CancellationToken::new();
     tokio::spawn(cancel_on_signal(shutdown.clone()));
     // A bad address list or CA file cannot get better: say so before waiting
     // for the database.
     let cluster = Cluster::from_settings(&settings)?;
+
+    // Connections are made lazily: the pool only serves /readyz until the
+    // database is prepared.
+    let pool = store::connect_pool(&settings.database_url, settings.db_pool_size)?;
+    let metrics = http::install_metrics()?;
+    let health = Arc::new(Health::default());
+    health.set_stage(Some(
+        "waiting for the database (connecting, applying migrations)",
+    ));
+    let http_stop = CancellationToken::new();
+    let server = tokio::spawn(http::serve(
+        listener,
+        health.clone(),
+        pool.clone(),
+        metrics,
+        http_stop.clone(),
+    ));
 
     // The database may still be starting: wait for it rather than exit.
     let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
@@ -37,18 +61,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<ExitCode> {
             }
         }
     }
-
-    let pool = store::connect_pool(&settings.database_url, settings.db_pool_size)?;
-    let metrics = http::install_metrics()?;
-    let health = Arc::new(Health::default());
-    let http_stop = CancellationToken::new();
-    let server = tokio::spawn(http::serve(
-        settings.http_addr,
-        health.clone(),
-        pool.clone(),
-        metrics,
-        http_stop.clone(),
-    ));
+    health.set_stage(None);
     tokio::spawn(prune_periodically(
         pool.clone(),
         settings.retention(),

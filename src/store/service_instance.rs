@@ -48,3 +48,21 @@ pub async fn upsert_all(
     tx.commit().await?;
     Ok(n)
 }
+
+/// True when the database holds service instances or processes outside a
+/// load test's business `biz` (or below its first id `first_id`): data a
+/// load test must not be mixed into.
+pub async fn has_foreign_rows(
+    client: &Client,
+    biz: i64,
+    first_id: i64,
+) -> Result<bool, StoreError> {
+    let row = client
+        .query_one(
+            "SELECT EXISTS (SELECT 1 FROM service_instance WHERE bk_biz_id <> $1 OR id < $2) \
+                 OR EXISTS (SELECT 1 FROM process WHERE bk_biz_id <> $1)",
+            &[&biz, &first_id],
+        )
+        .await?;
+    Ok(row.get(0))
+}

@@ -1,4 +1,4 @@
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 /// Capped exponential backoff with jitter, so that many workers losing the
 /// same service do not come back in lockstep.
@@ -22,11 +22,7 @@ impl Backoff {
     pub fn next_delay(&mut self) -> Duration {
         let step = self.current;
         self.current = (self.current * 2).min(self.max);
-        let nanos = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.subsec_nanos())
-            .unwrap_or(0);
-        let jitter = step.mul_f64(f64::from(nanos % 1000) / 2000.0);
+        let jitter = step.mul_f64(fastrand::f64() / 2.0);
         (step + jitter).min(self.max)
     }
 
@@ -41,13 +37,29 @@ mod tests {
 
     #[test]
     fn delays_grow_and_stop_at_the_cap() {
-        let mut b = Backoff::new(Duration::from_millis(100), Duration::from_secs(1));
-        let first = b.next_delay();
-        assert!(first >= Duration::from_millis(100) && first <= Duration::from_millis(150));
+        let ms = Duration::from_millis;
+        let mut b = Backoff::new(ms(100), Duration::from_secs(1));
+        // Step n is 100 ms * 2^n plus up to half of it, capped at 1 s.
+        for (low, high) in [(100, 150), (200, 300), (400, 600), (800, 1000)] {
+            let delay = b.next_delay();
+            assert!(
+                delay >= ms(low) && delay <= ms(high),
+                "{delay:?} not in {low}..={high} ms"
+            );
+        }
         for _ in 0..10 {
-            assert!(b.next_delay() <= Duration::from_secs(1));
+            assert_eq!(b.next_delay(), Duration::from_secs(1), "held at the cap");
         }
         b.reset();
-        assert!(b.next_delay() <= Duration::from_millis(150));
+        let again = b.next_delay();
+        assert!(again >= ms(100) && again <= ms(150), "{again:?}");
+    }
+
+    #[test]
+    fn delays_are_jittered() {
+        let delays: std::collections::HashSet<Duration> = (0..20)
+            .map(|_| Backoff::new(Duration::from_secs(1), Duration::from_secs(10)).next_delay())
+            .collect();
+        assert!(delays.len() > 1, "twenty workers would retry in lockstep");
     }
 }

@@ -1,10 +1,16 @@
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{
+    Mutex,
+    atomic::{AtomicBool, Ordering},
+};
 
 /// What the worker knows of its broker session, read by `/readyz`.
 #[derive(Debug)]
 pub struct Health {
     broker: AtomicBool,
     consuming: AtomicBool,
+    /// What the worker is busy with before it can consume, e.g. waiting
+    /// for the database; `None` once started.
+    stage: Mutex<Option<&'static str>>,
 }
 
 impl Default for Health {
@@ -12,6 +18,7 @@ impl Default for Health {
         Self {
             broker: AtomicBool::new(false),
             consuming: AtomicBool::new(false),
+            stage: Mutex::new(None),
         }
     }
 }
@@ -25,10 +32,18 @@ impl Health {
         self.consuming.store(up, Ordering::Relaxed);
     }
 
+    /// Reports a start-up stage (`Some`) or its end (`None`).
+    pub fn set_stage(&self, stage: Option<&'static str>) {
+        *self.stage.lock().unwrap_or_else(|e| e.into_inner()) = stage;
+    }
+
     /// `Ok` while the broker side can do its job; otherwise a one-line
     /// reason. The database is probed live by `/readyz` instead, so that an
     /// idle worker does not report an outage that is over.
     pub fn readiness(&self) -> Result<(), &'static str> {
+        if let Some(stage) = *self.stage.lock().unwrap_or_else(|e| e.into_inner()) {
+            return Err(stage);
+        }
         if !self.broker.load(Ordering::Relaxed) {
             return Err("broker connection is down");
         }

@@ -36,7 +36,7 @@ pub use health::{Health, Totals};
 use crate::broker::{self, Broker, BrokerError, Cluster, Publisher, Rotation};
 use crate::config::Settings;
 use crate::telemetry::error_chain;
-use batcher::{Collected, next_batch, top_up};
+use batcher::{Collected, next_batch, remaining, top_up};
 use turnstile::Turnstile;
 
 /// Decided batches that may wait for delivery; they are delivered together.
@@ -195,12 +195,17 @@ impl Worker {
             }
         };
         let deliverer = async {
+            let mut refused =
+                Backoff::new(pipeline::REFUSED_RETRY_MIN, pipeline::REFUSED_RETRY_MAX);
             while let Some(first) = decided_rx.recv().await {
                 let mut ready = vec![first];
                 while let Ok(next) = decided_rx.try_recv() {
                     ready.push(next);
                 }
-                if !self.deliver_batches(&publisher, ready).await {
+                if !self
+                    .deliver_batches(&publisher, ready, &mut refused, shutdown)
+                    .await
+                {
                     // Deliveries left unacked on a live channel would hold
                     // their prefetch slots forever: close the channel so
                     // the broker requeues them, and the session restarts.
@@ -212,33 +217,36 @@ impl Worker {
             }
         };
         let collector = async {
+            // The batch being gathered; kept here so that a shutdown
+            // cancelling the gathering does not drop it.
+            let mut held = Vec::with_capacity(settings.batch_size);
             let end = loop {
                 let collected = tokio::select! {
                     biased;
                     _ = shutdown.cancelled() => break SessionEnd::Shutdown,
                     _ = broker_lost(broker) => break SessionEnd::Lost(None),
-                    collected = next_batch(&mut consumer, settings.batch_size, settings.batch_linger()) => collected,
+                    collected = next_batch(&mut consumer, &mut held, settings.batch_size, settings.batch_linger()) => collected,
                 };
                 match collected {
-                    Collected::Batch(mut batch) => {
+                    Collected::Batch => {
                         let handed = tokio::select! {
                             biased;
                             _ = shutdown.cancelled() => break SessionEnd::Shutdown,
                             _ = broker_lost(broker) => break SessionEnd::Lost(None),
-                            handed = top_up(&mut consumer, &mut batch, settings.batch_size, tx.reserve()) => handed,
+                            handed = top_up(&mut consumer, &mut held, settings.batch_size, tx.reserve()) => handed,
                         };
                         match handed {
-                            Ok(Ok(permit)) => permit.send(batch),
+                            Ok(Ok(permit)) => permit.send(std::mem::take(&mut held)),
                             Ok(Err(_decider_gone)) => break SessionEnd::Lost(None),
                             Err(cause) => {
-                                let _ = tx.send(batch).await;
+                                let _ = tx.send(std::mem::take(&mut held)).await;
                                 break SessionEnd::Lost(cause);
                             }
                         }
                     }
-                    Collected::Ended(batch, cause) => {
-                        if !batch.is_empty() {
-                            let _ = tx.send(batch).await;
+                    Collected::Ended(cause) => {
+                        if !held.is_empty() {
+                            let _ = tx.send(std::mem::take(&mut held)).await;
                         }
                         break SessionEnd::Lost(cause);
                     }
@@ -250,6 +258,14 @@ impl Worker {
                     .consume
                     .basic_cancel(tag.as_str().into(), BasicCancelOptions::default())
                     .await;
+                // Everything received is in flight: the batch being
+                // gathered, then what the broker sent before the cancel.
+                if !held.is_empty() {
+                    let _ = tx.send(std::mem::take(&mut held)).await;
+                }
+                for batch in remaining(&mut consumer, settings.batch_size).await {
+                    let _ = tx.send(batch).await;
+                }
                 tracing::info!("stopped consuming; finishing the batches in flight");
             }
             drop(tx);

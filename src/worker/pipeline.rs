@@ -4,16 +4,32 @@
 use std::time::{Duration, Instant};
 
 use lapin::message::Delivery;
+use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, Span};
 
 use super::decide::{Fate, Input, Limits, decide};
 use super::turnstile::Turn;
 use super::{Backoff, Worker, deliver};
 use crate::broker::{BrokerError, Publisher};
+use crate::store::StoreError;
 use crate::telemetry::{error_chain, timed};
 
 const DB_RETRY_MIN: Duration = Duration::from_millis(100);
 const DB_RETRY_MAX: Duration = Duration::from_secs(5);
+/// Pauses before requeueing a batch whose messages the broker refused:
+/// refusals (a full queue, a lost quorum, a missing dead-letter queue)
+/// take a while to clear, and each requeue is a redelivery.
+pub(super) const REFUSED_RETRY_MIN: Duration = Duration::from_millis(500);
+pub(super) const REFUSED_RETRY_MAX: Duration = Duration::from_secs(30);
+
+/// Why a batch leaves the decider without fates.
+enum Undecided {
+    /// Its channel closed; the broker redelivers it.
+    ChannelClosed,
+    /// It kept losing races to other writers; it goes back to the broker
+    /// so that it stops holding the write turn of the batches behind it.
+    Contended,
+}
 
 /// A batch with its fates decided and written, waiting for delivery.
 pub(super) struct Decided {
@@ -40,22 +56,30 @@ impl Worker {
             .decide_with_retries(&batch, &turn)
             .instrument(span.clone())
             .await;
+        // Later batches write as soon as this one is decided or given up.
         drop(turn);
         match fates {
-            Some(fates) => Some(Decided {
+            Ok(fates) => Some(Decided {
                 batch,
                 fates,
                 started,
                 span,
             }),
-            None => {
+            Err(undecided) => {
+                if let Undecided::Contended = undecided {
+                    deliver::hand_back(&batch).instrument(span).await;
+                }
                 metrics::gauge!("procinst_in_flight_deliveries").decrement(batch.len() as f64);
                 None
             }
         }
     }
 
-    async fn decide_with_retries(&self, batch: &[Delivery], turn: &Turn) -> Option<Vec<Fate>> {
+    async fn decide_with_retries(
+        &self,
+        batch: &[Delivery],
+        turn: &Turn,
+    ) -> Result<Vec<Fate>, Undecided> {
         let inputs: Vec<Input<'_>> = batch
             .iter()
             .map(|d| Input {
@@ -70,7 +94,12 @@ impl Worker {
         let mut retry = Backoff::new(DB_RETRY_MIN, DB_RETRY_MAX);
         loop {
             match decide(&self.pool, limits, turn, &inputs).await {
-                Ok(fates) => return Some(fates),
+                Ok(fates) => return Ok(fates),
+                Err(e @ StoreError::Contended) => {
+                    metrics::counter!("procinst_contended_batches_total").increment(1);
+                    tracing::warn!(error = %error_chain(&e), "contended: handing the batch back to the broker");
+                    return Err(Undecided::Contended);
+                }
                 Err(e) => {
                     metrics::counter!("procinst_db_retries_total").increment(1);
                     tracing::error!(error = %error_chain(&e), "database unavailable; keeping the batch and retrying");
@@ -78,7 +107,7 @@ impl Worker {
                         tracing::warn!(
                             "the batch's channel closed meanwhile; the broker redelivers it"
                         );
-                        return None;
+                        return Err(Undecided::ChannelClosed);
                     }
                     tokio::time::sleep(retry.next_delay()).await;
                 }
@@ -92,11 +121,16 @@ impl Worker {
     /// delivery waited for its confirms keeps the confirm round trip from
     /// capping throughput when batches are small. Broker trouble abandons
     /// them: their rows are committed, so the redeliveries get the stored
-    /// replies. Returns false when the session must end for that to happen.
+    /// replies. Messages the broker refuses or returns are requeued after a
+    /// pause that grows with each refusal in a row (`refused`), cut short
+    /// by `shutdown`. Returns false when the session must end for the
+    /// broker to redeliver.
     pub(super) async fn deliver_batches(
         &self,
         publisher: &Publisher,
         decided: Vec<Decided>,
+        refused: &mut Backoff,
+        shutdown: &CancellationToken,
     ) -> bool {
         let mut batch = Vec::new();
         let mut fates = Vec::new();
@@ -115,6 +149,7 @@ impl Worker {
         );
         let session_ok = match delivered.instrument(span).await {
             Ok(()) => {
+                refused.reset();
                 let dead = fates
                     .iter()
                     .filter(|f| matches!(f, Fate::DeadLetter { .. }))
@@ -122,8 +157,13 @@ impl Worker {
                 self.totals.add(fates.len() as u64 - dead, dead);
                 true
             }
-            Err(e @ BrokerError::Nacked { .. }) => {
-                tracing::error!(error = %error_chain(&e), "replies refused; requeueing the batch");
+            Err(e @ (BrokerError::Nacked { .. } | BrokerError::Unroutable { .. })) => {
+                let pause = refused.next_delay();
+                tracing::error!(error = %error_chain(&e), ?pause, "the broker did not take the batch's messages; requeueing it after a pause");
+                tokio::select! {
+                    _ = shutdown.cancelled() => {}
+                    _ = tokio::time::sleep(pause) => {}
+                }
                 deliver::requeue(&batch).await;
                 true
             }

@@ -5,7 +5,6 @@ use serde_json::{Value, json};
 use crate::helpers::{Env, request};
 
 async fn answers(env: &mut Env, cases: Vec<(&str, Value, i64)>) {
-    env.start_worker(&[]).await;
     let client = env.client().await;
     for (_, body, _) in &cases {
         client.send(body).await;
@@ -120,7 +119,37 @@ async fn every_code_of_the_contract_reaches_the_requester() {
         ("template", request("c-1108035", 2, 10, "a", 1), 1108035),
         ("duplicate of created", ok("c-1199014", "created"), 1199014),
     ];
+    // Small enough for 1300002 to be cheap, large enough for 101 processes.
+    env.start_worker(&[("PROCINST_MAX_BODY_BYTES", "100000")])
+        .await;
     answers(&mut env, cases).await;
+    assert_eq!(env.count("SELECT count(*) FROM process").await, 1);
+
+    // 1300001: c-0 again, with another meaning (the same id cannot share
+    // the reply map above).
+    answers(
+        &mut env,
+        vec![(
+            "request_id reused",
+            request("c-0", 1, 10, "other", 1),
+            1300001,
+        )],
+    )
+    .await;
+    // 1300002: larger than PROCINST_MAX_BODY_BYTES; not parsed, so the
+    // request_id comes from message_id.
+    let mut large = ok("c-1300002", "a");
+    large["padding"] = json!("x".repeat(150_000));
+    let client = env.client().await;
+    client
+        .publish(
+            &serde_json::to_vec(&large).expect("json"),
+            lapin::BasicProperties::default().with_message_id("c-1300002".into()),
+        )
+        .await;
+    let reply = client.replies(&env.reply_queue, 1).await.remove(0);
+    assert_eq!(reply.json["request_id"], json!("c-1300002"));
+    assert_eq!(reply.json["code"], json!(1300002), "{}", reply.json);
     assert_eq!(env.count("SELECT count(*) FROM process").await, 1);
 }
 
@@ -159,4 +188,41 @@ async fn duplicates_within_a_request_and_a_batch_resolve_in_delivery_order() {
     assert_eq!(replies["dup-first"].json["code"], json!(0));
     assert_eq!(replies["dup-second"].json["code"], json!(1199014));
     assert_eq!(env.count("SELECT count(*) FROM process").await, 1);
+}
+
+#[tokio::test]
+async fn earlier_deliveries_win_across_batches_written_at_once() {
+    let mut env = Env::new().await;
+    env.service_instance(1, 10, "0", 0, 1).await;
+    // One request per batch: neighbours are decided concurrently, on
+    // different connections, and must still write in delivery order.
+    env.start_worker(&[("PROCINST_BATCH_SIZE", "1")]).await;
+    let client = env.client().await;
+    let pairs = 40;
+    for i in 0..pairs {
+        let name = format!("ord{i}");
+        client
+            .send(&request(&format!("first-{i}"), 1, 10, &name, 1))
+            .await;
+        client
+            .send(&request(&format!("second-{i}"), 1, 10, &name, 1))
+            .await;
+    }
+    let replies = client.replies_by_id(&env.reply_queue, 2 * pairs).await;
+    for i in 0..pairs {
+        assert_eq!(
+            replies[&format!("first-{i}")].json["code"],
+            json!(0),
+            "pair {i}"
+        );
+        assert_eq!(
+            replies[&format!("second-{i}")].json["code"],
+            json!(1199014),
+            "pair {i}"
+        );
+    }
+    assert_eq!(
+        env.count("SELECT count(*) FROM process").await,
+        pairs as i64
+    );
 }

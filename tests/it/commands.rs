@@ -245,3 +245,111 @@ async fn loadtest_completes_a_small_run_with_the_echo_baseline() {
     assert!(report["worker_over_echo"].as_f64().is_some_and(|r| r > 0.0));
     assert_eq!(env.count("SELECT count(*) FROM request_log").await, 200);
 }
+
+#[tokio::test]
+async fn loadtest_refuses_a_database_with_other_data_unless_allowed() {
+    let env = Env::new().await;
+    env.service_instance(1, 10, "0", 0, 1).await;
+    let out = env.procinst(&["loadtest", "--requests", "1"], None);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(stderr.contains("--allow-foreign-data"), "{stderr}");
+    assert_eq!(
+        env.count("SELECT count(*) FROM service_instance").await,
+        1,
+        "nothing written"
+    );
+}
+
+#[tokio::test]
+async fn publish_wait_counts_a_repeated_reply_once_and_still_notices_a_missing_one() {
+    use futures::StreamExt;
+    use std::io::Write;
+    let env = Env::new().await;
+    let mut publish = std::process::Command::new(env!("CARGO_BIN_EXE_procinst"))
+        .args(["publish", "--wait", "--reply-timeout-s", "3", "-"])
+        .envs(env.vars())
+        .env("RUST_LOG", "warn")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn publish");
+    let input = lines(&[
+        request("dup-1", 1, 10, "a", 1),
+        request("dup-2", 1, 10, "b", 1),
+    ]);
+    publish
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(input.as_bytes())
+        .expect("write");
+
+    // A stand-in worker: answers dup-1 twice (as after a redelivery) and
+    // dup-2 never.
+    let client = env.client().await;
+    let mut consumer = None;
+    for _ in 0..100 {
+        // A failed subscription closes its channel: a new one each time.
+        let channel = client.connection.create_channel().await.expect("channel");
+        let subscribed = channel
+            .basic_consume(
+                env.request_queue.as_str().into(),
+                unique("stand-in").as_str().into(),
+                Default::default(),
+                Default::default(),
+            )
+            .await;
+        if let Ok(subscribed) = subscribed {
+            consumer = Some((channel, subscribed));
+            break;
+        }
+        // The publish command has not declared the queue yet.
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let (_channel, mut consumer) = consumer.expect("the request queue is declared");
+    for _ in 0..2 {
+        let delivery = tokio::time::timeout(crate::helpers::WAIT, consumer.next())
+            .await
+            .expect("a request")
+            .expect("stream")
+            .expect("delivery");
+        let body: Value = serde_json::from_slice(&delivery.data).expect("json");
+        let id = body["request_id"].as_str().expect("id").to_owned();
+        if id == "dup-1" {
+            let reply_to = delivery
+                .properties
+                .reply_to()
+                .as_ref()
+                .expect("reply_to")
+                .as_str()
+                .to_owned();
+            let reply = format!(
+                r#"{{"result":true,"code":0,"message":"success","permission":null,"request_id":"{id}","data":[1]}}"#
+            );
+            for _ in 0..2 {
+                client
+                    .publish_to(
+                        &reply_to,
+                        reply.as_bytes(),
+                        BasicProperties::default().with_correlation_id(id.as_str().into()),
+                    )
+                    .await;
+            }
+        }
+        delivery.acker.ack(Default::default()).await.expect("ack");
+    }
+    let out = tokio::task::spawn_blocking(move || publish.wait_with_output())
+        .await
+        .expect("join")
+        .expect("publish output");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "dup-2 was never answered: {stderr}");
+    assert!(stderr.contains("answered 1 of 2"), "{stderr}");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).lines().count(),
+        1,
+        "one envelope per request"
+    );
+}

@@ -6,6 +6,15 @@ use crate::helpers::{Env, WAIT, unique};
 
 /// Reads one message from the dead-letter queue: its body and reason header.
 async fn dead_letter(env: &Env, client: &crate::helpers::Client) -> (Vec<u8>, String) {
+    let (body, reason, _) = dead_letter_with_properties(env, client).await;
+    (body, reason)
+}
+
+/// Like [`dead_letter`], with the copy's properties.
+async fn dead_letter_with_properties(
+    env: &Env,
+    client: &crate::helpers::Client,
+) -> (Vec<u8>, String, BasicProperties) {
     let channel = client.connection.create_channel().await.expect("channel");
     let mut consumer = channel
         .basic_consume(
@@ -31,7 +40,7 @@ async fn dead_letter(env: &Env, client: &crate::helpers::Client) -> (Vec<u8>, St
         Some(AMQPValue::LongString(s)) => String::from_utf8_lossy(s.as_bytes()).into_owned(),
         other => panic!("no reason header: {other:?}"),
     };
-    (delivery.data, reason)
+    (delivery.data, reason, delivery.properties)
 }
 
 #[tokio::test]
@@ -100,7 +109,64 @@ async fn messages_without_a_usable_request_id_or_not_objects_are_dead_lettered_s
         .await;
     let (_, reason) = dead_letter(&env, &client).await;
     assert_eq!(reason, "no_request_id");
-    // Neither had an id to answer to.
-    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    // Neither had an id to answer to: the first reply on the queue is the
+    // one to a later request (batches are answered in delivery order).
+    client
+        .send(&crate::helpers::request("marker", 404, 10, "m", 1))
+        .await;
+    let replies = client.replies(&env.reply_queue, 1).await;
+    assert_eq!(replies[0].json["request_id"], json!("marker"));
     assert_eq!(client.depth(&env.reply_queue).await, 0);
+}
+
+#[tokio::test]
+async fn a_dead_letter_with_no_queue_to_go_to_stays_with_the_broker_until_the_queue_is_back() {
+    let mut env = Env::new().await;
+    let first = env.start_worker(&[]).await;
+    let client = env.client().await;
+    client
+        .channel
+        .queue_delete(env.dead_queue.as_str().into(), Default::default())
+        .await
+        .expect("delete the dead-letter queue under the worker");
+    let body = b"{\"request_id\": \"gone-1\",\n oops";
+    client
+        .publish(
+            body,
+            BasicProperties::default()
+                .with_message_id("gone-1".into())
+                .with_expiration("600000".into()),
+        )
+        .await;
+    let deadline = std::time::Instant::now() + WAIT;
+    while !env.worker(first).log().contains("came back") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the copy is returned; log:\n{}",
+            env.worker(first).log()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    // A second worker declares the queue and its binding again; the
+    // original, never acknowledged, is dead-lettered now.
+    env.start_worker(&[]).await;
+    let (kept, reason, properties) = dead_letter_with_properties(&env, &client).await;
+    assert_eq!(kept, body);
+    assert_eq!(reason, "not_json");
+    assert_eq!(
+        properties.expiration(),
+        &None,
+        "a dead letter does not expire"
+    );
+    let detail = properties
+        .headers()
+        .as_ref()
+        .and_then(|h| h.inner().get("x-procinst-detail").cloned());
+    match detail {
+        Some(AMQPValue::LongString(s)) => {
+            let detail = String::from_utf8_lossy(s.as_bytes()).into_owned();
+            assert!(!detail.is_empty() && !detail.contains('\n'), "{detail:?}");
+        }
+        other => panic!("no detail header: {other:?}"),
+    }
 }

@@ -9,25 +9,114 @@ use crate::helpers::{Client, Env, Worker, http_get, request};
 use crate::proxy::Proxy;
 
 #[tokio::test]
-async fn sigterm_finishes_the_work_in_hand_and_exits_zero() {
+async fn sigterm_answers_everything_received_including_a_batch_being_gathered() {
     let mut env = Env::new().await;
     env.service_instance(1, 10, "0", 0, 1).await;
-    let w = env.start_worker(&[]).await;
+    // A batch gathers for 20 s: at SIGTERM one is still being gathered.
+    let w = env
+        .start_worker(&[("PROCINST_BATCH_LINGER_MS", "20000")])
+        .await;
     let client = env.client().await;
-    for i in 0..300 {
+    let n = 50;
+    for i in 0..n {
         client
             .send(&request(&format!("term-{i}"), 1, 10, &format!("t{i}"), 2))
             .await;
     }
+    assert!(
+        client.settles_at(&env.request_queue, 0).await,
+        "every request reached the worker"
+    );
     env.worker(w).signal("TERM");
-    let code = env.worker(w).wait_exit(Duration::from_secs(25)).await;
-    assert_eq!(code, Some(0), "log:\n{}", env.worker(w).log());
-    assert!(env.worker(w).log().contains("procinst stopped"));
-    // What the first worker did not take, a second one finishes.
-    env.start_worker(&[]).await;
-    let replies = client.replies_by_id(&env.reply_queue, 300).await;
-    assert_eq!(replies.len(), 300);
-    assert_eq!(env.count("SELECT count(*) FROM process").await, 600);
+    // Well before the linger is over, and no other worker helps.
+    let code = env.worker(w).wait_exit(Duration::from_secs(10)).await;
+    let log = env.worker(w).log();
+    assert_eq!(code, Some(0), "log:\n{log}");
+    assert!(
+        log.contains(&format!("answered={n}")),
+        "the stop line counts every request: {log}"
+    );
+    let replies = client.replies_by_id(&env.reply_queue, n).await;
+    assert!(replies.values().all(|r| r.json["code"] == json!(0)));
+    assert_eq!(
+        env.count("SELECT count(*) FROM process").await,
+        2 * n as i64
+    );
+    assert_eq!(
+        client.depth(&env.request_queue).await,
+        0,
+        "nothing was left unacknowledged for redelivery"
+    );
+}
+
+/// Makes every insert of a process named in the table `contend` fail as if
+/// another writer had just inserted the same row.
+async fn contend_on(env: &Env, process_name: &str) {
+    let db = env.db().await;
+    db.batch_execute(
+        "CREATE TABLE IF NOT EXISTS contend (name text PRIMARY KEY); \
+         CREATE OR REPLACE FUNCTION contend() RETURNS trigger LANGUAGE plpgsql AS $$ \
+         BEGIN IF EXISTS (SELECT 1 FROM contend WHERE name = NEW.bk_process_name) THEN \
+           RAISE EXCEPTION 'lost a race (test)' USING ERRCODE = 'unique_violation'; END IF; \
+           RETURN NEW; END $$; \
+         CREATE OR REPLACE TRIGGER contend BEFORE INSERT ON process \
+           FOR EACH ROW EXECUTE FUNCTION contend();",
+    )
+    .await
+    .expect("create the contention trigger");
+    db.execute("INSERT INTO contend VALUES ($1)", &[&process_name])
+        .await
+        .expect("contend");
+}
+
+async fn wait_for_log(env: &mut Env, w: usize, text: &str) {
+    let deadline = std::time::Instant::now() + crate::helpers::WAIT;
+    while !env.worker(w).log().contains(text) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no {text:?} in the log:\n{}",
+            env.worker(w).log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_batch_that_keeps_losing_races_goes_back_without_stalling_the_batches_behind_it() {
+    let mut env = Env::new().await;
+    env.service_instance(1, 10, "0", 0, 1).await;
+    contend_on(&env, "hot-0").await;
+    // One request per batch, and a limit high enough that the broker keeps
+    // the contended request for the whole test.
+    let w = env
+        .start_worker(&[
+            ("PROCINST_BATCH_SIZE", "1"),
+            ("PROCINST_DELIVERY_LIMIT", "1000"),
+        ])
+        .await;
+    let client = env.client().await;
+    client.send(&request("hot", 1, 10, "hot", 1)).await;
+    wait_for_log(&mut env, w, "contended").await;
+    for i in 0..5 {
+        client
+            .send(&request(&format!("behind-{i}"), 1, 10, &format!("b{i}"), 1))
+            .await;
+    }
+    let behind = client.replies_by_id(&env.reply_queue, 5).await;
+    assert!(
+        (0..5).all(|i| behind[&format!("behind-{i}")].json["code"] == json!(0)),
+        "the batches behind are written: {behind:?}"
+    );
+
+    env.db()
+        .await
+        .execute("DELETE FROM contend", &[])
+        .await
+        .expect("end the contention");
+    let hot = client.replies(&env.reply_queue, 1).await.remove(0);
+    assert_eq!(hot.json["request_id"], json!("hot"), "nothing is lost");
+    assert_eq!(hot.json["code"], json!(0));
+    assert_eq!(env.count("SELECT count(*) FROM process").await, 6);
 }
 
 #[tokio::test]
@@ -209,20 +298,26 @@ async fn metrics_and_health_endpoints_report_the_work() {
         http_get(&format!("{base}/healthz")).await.map(|r| r.0),
         Some(200)
     );
-    let (status, body) = http_get(&format!("{base}/metrics")).await.expect("metrics");
-    assert_eq!(status, 200);
-    assert!(
-        body.contains(r#"procinst_requests_total{outcome="created",code="0"} 1"#),
-        "{body}"
-    );
-    assert!(
-        body.contains(r#"procinst_requests_total{outcome="rejected",code="1199019"} 1"#),
-        "{body}"
-    );
-    assert!(
-        body.contains("procinst_processes_created_total 3"),
-        "{body}"
-    );
+    // Counters are bumped after the ack, a moment after the reply is out.
+    let expected = [
+        r#"procinst_requests_total{outcome="created",code="0"} 1"#,
+        r#"procinst_requests_total{outcome="rejected",code="1199019"} 1"#,
+        "procinst_processes_created_total 3",
+        "procinst_batch_seconds_bucket",
+    ];
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let body = loop {
+        let (status, body) = http_get(&format!("{base}/metrics")).await.expect("metrics");
+        assert_eq!(status, 200);
+        if expected.iter().all(|line| body.contains(line)) {
+            break body;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{expected:?} in {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
     assert!(body.contains("procinst_batch_seconds_bucket"), "{body}");
 }
 
@@ -261,8 +356,7 @@ async fn a_request_the_database_rejects_is_isolated_and_dead_lettered() {
         replies.values().all(|r| r.json["code"] == json!(0)),
         "the neighbours are answered"
     );
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(client.depth(&env.dead_queue).await, 1);
+    assert!(client.settles_at(&env.dead_queue, 1).await);
     let listed = env.procinst(&["dlq", "list", "--json"], None);
     let row: serde_json::Value = serde_json::from_slice(&listed.stdout).expect("one json row");
     assert_eq!(row["request_id"], json!("poison-5"));
@@ -388,49 +482,19 @@ async fn a_connection_closed_by_the_broker_is_reopened_and_nothing_is_lost() {
 }
 
 #[tokio::test]
-async fn a_message_redelivered_past_the_limit_is_dead_lettered_by_the_broker() {
-    use futures::StreamExt;
-    use lapin::options::{BasicConsumeOptions, BasicNackOptions};
+async fn a_message_the_worker_keeps_handing_back_is_dead_lettered_by_the_delivery_limit() {
     let mut env = Env::new().await;
+    env.service_instance(1, 10, "0", 0, 1).await;
+    contend_on(&env, "looping-0").await;
     let w = env.start_worker(&[("PROCINST_DELIVERY_LIMIT", "2")]).await;
-    // Stop the worker, keeping the topology it declared; a stand-in
-    // consumer then fails the message every time, like a crash loop.
-    env.worker(w).signal("TERM");
-    assert_eq!(
-        env.worker(w).wait_exit(Duration::from_secs(25)).await,
-        Some(0)
-    );
     let client = env.client().await;
-    client.send(&request("looping", 1, 10, "l", 1)).await;
-    let channel = client.connection.create_channel().await.expect("channel");
-    let mut consumer = channel
-        .basic_consume(
-            env.request_queue.as_str().into(),
-            "crashy".into(),
-            BasicConsumeOptions::default(),
-            Default::default(),
-        )
-        .await
-        .expect("consume");
-    for _ in 0..3 {
-        let Ok(Some(Ok(delivery))) =
-            tokio::time::timeout(Duration::from_secs(2), consumer.next()).await
-        else {
-            break;
-        };
-        delivery
-            .acker
-            .nack(BasicNackOptions {
-                requeue: true,
-                multiple: false,
-            })
-            .await
-            .expect("nack");
-    }
+    client.send(&request("looping", 1, 10, "looping", 1)).await;
     assert!(
         client.settles_at(&env.dead_queue, 1).await,
-        "dead-lettered by the delivery limit"
+        "dead-lettered by the delivery limit; log:\n{}",
+        env.worker(w).log()
     );
+    assert!(env.worker(w).log().contains("contended"));
     let listed = env.procinst_with(
         &["dlq", "list", "--json"],
         None,
@@ -440,6 +504,81 @@ async fn a_message_redelivered_past_the_limit_is_dead_lettered_by_the_broker() {
         .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&listed.stderr)));
     assert_eq!(row["request_id"], json!("looping"));
     assert_eq!(row["reason"], json!("delivery_limit"));
+    assert_eq!(client.depth(&env.request_queue).await, 0);
+    assert_eq!(env.count("SELECT count(*) FROM process").await, 0);
+}
+
+#[tokio::test]
+async fn replies_the_broker_refuses_are_requeued_after_growing_pauses_and_then_delivered() {
+    use lapin::types::{AMQPValue, FieldTable};
+    let mut env = Env::new().await;
+    env.service_instance(1, 10, "0", 0, 1).await;
+    let w = env.start_worker(&[]).await;
+    let client = env.client().await;
+    // A reply queue that is full refuses (nacks) what is published to it.
+    let full = format!("{}.full", env.id);
+    let mut args = FieldTable::default();
+    args.insert("x-max-length".into(), AMQPValue::LongLongInt(1));
+    args.insert(
+        "x-overflow".into(),
+        AMQPValue::LongString("reject-publish".into()),
+    );
+    client
+        .channel
+        .queue_declare(full.as_str().into(), Default::default(), args)
+        .await
+        .expect("declare a full reply queue");
+    client
+        .publish_to(&full, b"filler", Default::default())
+        .await;
+    let body = serde_json::to_vec(&request("refused", 1, 10, "r", 1)).expect("json");
+    let sent = std::time::Instant::now();
+    client
+        .publish(
+            &body,
+            lapin::BasicProperties::default().with_reply_to(full.as_str().into()),
+        )
+        .await;
+    // Three requeues in a row: pauses of at least 0.5 s and 1 s between
+    // them (without pauses they come about every 0.3 s, and the delivery
+    // limit soon dead-letters the request).
+    let metrics = format!("http://{}/metrics", env.worker(w).http);
+    let deadline = sent + crate::helpers::WAIT;
+    loop {
+        let (_, text) = http_get(&metrics).await.expect("metrics");
+        if metric(&text, "procinst_redeliveries_total") >= 3.0 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{text}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        sent.elapsed() >= Duration::from_millis(2500),
+        "requeued in a tight loop: 3 times in {:?}",
+        sent.elapsed()
+    );
+    // Room in the queue: the next attempt delivers the reply.
+    client
+        .channel
+        .queue_purge(full.as_str().into(), Default::default())
+        .await
+        .expect("purge");
+    let reply = client.replies(&full, 1).await.remove(0);
+    assert_eq!(reply.json["request_id"], json!("refused"));
+    assert_eq!(reply.json["code"], json!(0));
+    assert_eq!(client.depth(&env.dead_queue).await, 0, "not dead-lettered");
+    assert_eq!(env.count("SELECT count(*) FROM process").await, 1);
+    let _ = client
+        .channel
+        .queue_delete(full.as_str().into(), Default::default())
+        .await;
+}
+
+/// The value of an unlabelled counter or gauge in Prometheus text; 0 when absent.
+fn metric(text: &str, name: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+        .unwrap_or(0.0)
 }
 
 #[tokio::test]

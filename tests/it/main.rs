@@ -20,4 +20,5 @@ mod request_show;
 mod requests;
 mod routing;
 mod secrets;
+mod startup;
 mod topology;

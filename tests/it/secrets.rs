@@ -25,7 +25,16 @@ async fn secrets_never_reach_logs_tables_or_replies() {
     broken.push_str(" trailing garbage");
     client.publish(broken.as_bytes(), Default::default()).await;
     let replies = client.replies(&env.reply_queue, 2).await;
-    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    // The broken one is logged when it is dead-lettered.
+    let deadline = std::time::Instant::now() + crate::helpers::WAIT;
+    while !env.worker(0).log().contains("dead-lettered") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{}",
+            env.worker(0).log()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
 
     let log = env.worker(0).log();
     assert!(

@@ -49,15 +49,16 @@ pub async fn serve(
         )
         .await?;
     let publisher = Publisher::new(broker.publish.clone());
+    let mut batch = Vec::new();
     loop {
+        batch.clear();
         let collected = tokio::select! {
             _ = stop.cancelled() => break,
-            c = next_batch(&mut consumer, settings.batch_size, settings.batch_linger()) => c,
+            c = next_batch(&mut consumer, &mut batch, settings.batch_size, settings.batch_linger()) => c,
         };
-        let batch = match collected {
-            Collected::Batch(batch) => batch,
-            Collected::Ended(..) => anyhow::bail!("the echo consumer ended"),
-        };
+        if let Collected::Ended(..) = collected {
+            anyhow::bail!("the echo consumer ended");
+        }
         let bodies: Vec<(String, Vec<u8>)> = batch
             .iter()
             .map(|d| {
@@ -84,6 +85,7 @@ pub async fn serve(
                     .unwrap_or_default(),
                 body,
                 properties: reply_properties(id),
+                mandatory: false,
             })
             .collect();
         publisher.publish_all(&outgoing).await?;

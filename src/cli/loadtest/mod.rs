@@ -20,7 +20,7 @@ use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
 use crate::broker::Cluster;
-use crate::config::Settings;
+use crate::config::{Settings, redact_url};
 use crate::store::{self, service_instance::ServiceInstanceRow};
 use phase::{Load, Measured};
 
@@ -60,6 +60,10 @@ pub struct LoadtestArgs {
     /// Print the report as JSON.
     #[arg(long)]
     json: bool,
+    /// Write the synthetic service instances and processes even though
+    /// the database holds other data (never on a production database).
+    #[arg(long)]
+    allow_foreign_data: bool,
 }
 
 /// WAL bytes, rows and index entries per answered request.
@@ -97,7 +101,12 @@ pub async fn run(settings: &Settings, args: LoadtestArgs) -> anyhow::Result<Exit
             .map(|d| d.as_millis())
             .unwrap_or(0)
     );
-    prepare_service_instances(settings, args.service_instances.max(1)).await?;
+    prepare_service_instances(
+        settings,
+        args.service_instances.max(1),
+        args.allow_foreign_data,
+    )
+    .await?;
     let body = |i: usize| {
         request_body(
             &run_id,
@@ -153,17 +162,15 @@ pub async fn run(settings: &Settings, args: LoadtestArgs) -> anyhow::Result<Exit
     sampler.abort();
     let worker_cpu = split.finish().await;
     let database_per_request = match db_before {
-        Some(before) if worker.answered > 0 => {
-            db_snapshot(settings).await.map(|after| {
-                let cost = after.since(&before);
-                let n = worker.answered as f64;
-                DbCostPerRequest {
-                    wal_bytes: cost.wal_bytes as f64 / n,
-                    rows: cost.rows as f64 / n,
-                    index_entries: cost.index_entries as f64 / n,
-                }
-            })
-        }
+        Some(before) if worker.answered > 0 => db_snapshot(settings).await.map(|after| {
+            let cost = after.since(&before);
+            let n = worker.answered as f64;
+            DbCostPerRequest {
+                wal_bytes: cost.wal_bytes as f64 / n,
+                rows: cost.rows as f64 / n,
+                index_entries: cost.index_entries as f64 / n,
+            }
+        }),
         _ => None,
     };
     let cpu: Option<f64> = if workers.is_empty() {
@@ -226,8 +233,27 @@ async fn db_snapshot(settings: &Settings) -> Option<store::stats::Snapshot> {
     }
 }
 
-async fn prepare_service_instances(settings: &Settings, count: i64) -> anyhow::Result<()> {
+/// Loads the synthetic service instances, refusing a database with other
+/// data in it unless `allow_foreign_data`: the load test adds rows there
+/// that nothing removes.
+async fn prepare_service_instances(
+    settings: &Settings,
+    count: i64,
+    allow_foreign_data: bool,
+) -> anyhow::Result<()> {
     super::migrate::prepare_database(settings).await?;
+    let pool = store::connect_pool(&settings.database_url, 1)?;
+    let mut client = pool.get().await?;
+    if !allow_foreign_data
+        && store::service_instance::has_foreign_rows(&client, LOAD_BIZ, LOAD_SI_BASE).await?
+    {
+        anyhow::bail!(
+            "the database at {} holds service instances or processes that a load test did not make; \
+             the load test would add its own rows beside them. Use a database of its own, \
+             or pass --allow-foreign-data",
+            redact_url(&settings.database_url)
+        );
+    }
     let rows: Vec<ServiceInstanceRow> = (0..count)
         .map(|i| ServiceInstanceRow {
             id: LOAD_SI_BASE + i,
@@ -238,8 +264,6 @@ async fn prepare_service_instances(settings: &Settings, count: i64) -> anyhow::R
             bk_host_id: 1,
         })
         .collect();
-    let pool = store::connect_pool(&settings.database_url, 1)?;
-    let mut client = pool.get().await?;
     store::service_instance::upsert_all(&mut client, &rows).await?;
     Ok(())
 }

@@ -28,30 +28,47 @@ fn codes_have_contract_numbers_and_distinct_labels() {
 }
 
 #[test]
-fn service_instance_rejections_have_their_codes() {
+fn service_instance_rejections_reach_the_reply_with_their_codes_and_ids() {
     use crate::domain::{
         request_id_reused, service_instance_from_template, service_instance_not_found,
         service_instance_other_business,
     };
-    assert_eq!(
-        service_instance_not_found(48, "0").code,
-        Code::ServiceInstanceNotFound
-    );
-    assert_eq!(
-        service_instance_other_business(48, 2).code,
-        Code::WrongBusiness
-    );
-    assert_eq!(
-        service_instance_from_template(48, 9).code,
-        Code::FromTemplate
-    );
-    let reused = request_id_reused("r-1");
-    assert_eq!(reused.code, Code::RequestIdReused);
-    assert!(
-        reused.message.starts_with("request_id: \"r-1\""),
-        "{}",
-        reused.message
-    );
+    let cases = [
+        (
+            service_instance_not_found(48, "t-1"),
+            1199019,
+            "48",
+            "\"t-1\"",
+        ),
+        (
+            service_instance_other_business(48, 2),
+            1199006,
+            "48",
+            "bk_biz_id 2",
+        ),
+        (
+            service_instance_from_template(48, 9),
+            1108035,
+            "48",
+            "template 9",
+        ),
+        (
+            request_id_reused("r-1"),
+            1300001,
+            "request_id: \"r-1\"",
+            "another meaning",
+        ),
+    ];
+    for (rejection, code, names, says) in cases {
+        let reply: serde_json::Value =
+            serde_json::from_slice(&reply::failure("r-1", &rejection)).unwrap();
+        assert_eq!(reply["code"], code, "{reply}");
+        let message = reply["message"].as_str().unwrap();
+        assert!(
+            message.contains(names) && message.contains(says),
+            "{message}"
+        );
+    }
 }
 
 #[test]
@@ -66,21 +83,26 @@ fn long_values_are_cut_in_messages() {
 
 #[test]
 fn unreadable_messages_are_one_line() {
-    let reasons = [
-        UnreadableReason::TooLarge {
-            size: 2_000_000,
-            limit: 1_048_576,
-        },
-        UnreadableReason::NotJson("EOF while parsing at line 1 column 1".into()),
-        UnreadableReason::NotObject,
-        UnreadableReason::NoRequestId,
+    // Real decoder errors, from bodies that span lines.
+    let bodies: [&[u8]; 5] = [
+        b"{\n  \"request_id\": \"a\",\n  oops\n}",
+        b"\n[1,\n 2]\n",
+        b"{\"request_id\": \"\xff\xfe\"}",
+        b"{\n\"bk_biz_id\": 1\n}",
+        &[b' '; 2000],
     ];
-    for reason in reasons {
-        let message = crate::domain::Unreadable {
-            reason,
-            request_id: None,
-        }
-        .message();
+    for body in bodies {
+        let Err(unreadable) = crate::domain::decode(body, None, 1000) else {
+            panic!("{:?} is readable", String::from_utf8_lossy(body));
+        };
+        let message = unreadable.message();
         assert!(!message.is_empty() && !message.contains('\n'), "{message}");
     }
+    assert!(matches!(
+        crate::domain::decode(&[b' '; 2000], None, 1000),
+        Err(crate::domain::Unreadable {
+            reason: UnreadableReason::TooLarge { .. },
+            ..
+        })
+    ));
 }
