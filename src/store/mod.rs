@@ -2,18 +2,22 @@
 //! the service-instance queries. Functions take a client or transaction so
 //! that the caller owns the transaction boundary; nothing here knows AMQP.
 
+mod database_url;
 mod error;
 mod lookup;
 mod migrate;
 mod pool;
 pub mod request_log;
 pub mod service_instance;
+mod tls;
 mod write;
 
+pub use database_url::{DatabaseUrl, Roots, SslMode, UrlError, Verification};
 pub use error::StoreError;
 pub use lookup::{Candidate, Existing, Lookup, ServiceInstance, StoredReply, lookup};
 pub use migrate::migrate;
 pub use pool::{connect_pool, ensure_database};
+pub use tls::TlsError;
 pub use write::{NewProcess, NewRequest, allocate_ids, write_batch};
 
 /// A pooled connection.
