@@ -70,8 +70,12 @@ impl Worker {
         let mut retry = Backoff::new(DB_RETRY_MIN, DB_RETRY_MAX);
         loop {
             match decide(&self.pool, limits, turn, &inputs).await {
-                Ok(fates) => return Some(fates),
+                Ok(fates) => {
+                    self.health.store_succeeded();
+                    return Some(fates);
+                }
                 Err(e) => {
+                    self.health.store_failed(e.readiness_reason());
                     metrics::counter!("procinst_db_retries_total").increment(1);
                     tracing::error!(error = %error_chain(&e), "database unavailable; keeping the batch and retrying");
                     if batch.iter().any(|d| d.acker.poisoned()) {
