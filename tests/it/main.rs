@@ -3,6 +3,7 @@
 //! `procinst` processes, and bounds every wait.
 
 mod helpers;
+mod pg_cluster;
 mod proxy;
 
 mod codes;
@@ -13,4 +14,5 @@ mod idempotency;
 mod requests;
 mod routing;
 mod secrets;
+mod tls;
 mod topology;
