@@ -50,7 +50,13 @@ async fn kill_9_mid_burst_then_restart_creates_everything_exactly_once() {
 }
 
 /// Sends `n` requests of 2 processes, calling `fault` once after `at` of them.
-async fn burst(client: &Client, prefix: &str, n: usize, at: usize, mut fault: impl FnMut()) {
+pub(crate) async fn burst(
+    client: &Client,
+    prefix: &str,
+    n: usize,
+    at: usize,
+    mut fault: impl FnMut(),
+) {
     for i in 0..n {
         client
             .send(&request(

@@ -8,6 +8,7 @@ mod proxy;
 
 mod codes;
 mod commands;
+mod database;
 mod dead_letters;
 mod faults;
 mod idempotency;
