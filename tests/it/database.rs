@@ -153,24 +153,32 @@ async fn a_failover_to_a_synchronous_standby_mid_burst_loses_and_duplicates_noth
         .duration_since(UNIX_EPOCH)
         .expect("clock")
         .as_secs_f64();
+    // The outage as the writes saw it: the longest pause between two
+    // consecutive transactions, and the first one begun after promotion.
+    let promoted = stop + promoted_after.as_secs_f64();
     let row = new_primary
         .query_one(
-            "SELECT extract(epoch FROM max(created_at) FILTER (WHERE created_at <= to_timestamp($1)))::float8, \
+            "SELECT extract(epoch FROM max(gap))::float8, \
                     extract(epoch FROM min(created_at) FILTER (WHERE created_at > to_timestamp($1)))::float8 \
-             FROM request_log",
-            &[&stop],
+             FROM (SELECT created_at, created_at - lag(created_at) OVER (ORDER BY created_at) AS gap \
+                   FROM request_log) g",
+            &[&promoted],
         )
         .await
         .expect("timeline");
-    let (last_before, first_after): (Option<f64>, Option<f64>) = (row.get(0), row.get(1));
+    let (longest_pause, first_after): (Option<f64>, Option<f64>) = (row.get(0), row.get(1));
+    assert!(
+        first_after.is_some(),
+        "work was left for the new primary: the failover happened mid-burst"
+    );
     let metrics = http_get(&format!("http://{}/metrics", env.worker(w).http))
         .await
         .map(|(_, body)| body)
         .unwrap_or_default();
     eprintln!(
-        "failover: stopped in {stop_took:?}, promoted {promoted_after:?} after the stop began; last write {:.2} s before the stop, \
-         first write on the new primary {:.2} s after it; {} {}",
-        last_before.map_or(f64::NAN, |t| stop - t),
+        "failover: stopped in {stop_took:?}, promoted {promoted_after:?} after the stop began; \
+         writes paused {:.2} s at most; first write begun after promotion {:.2} s after the stop began; {}; {}",
+        longest_pause.unwrap_or(f64::NAN),
         first_after.map_or(f64::NAN, |t| t - stop),
         metric(&metrics, "procinst_redeliveries_total"),
         metric(&metrics, "procinst_db_retries_total"),
