@@ -1,6 +1,10 @@
 //! All SQL: the pool, migrations, the batch write, the idempotency log and
 //! the service-instance queries. Functions take a client or transaction so
 //! that the caller owns the transaction boundary; nothing here knows AMQP.
+//!
+//! Every connection, pooled or not, is made from one parsed `DATABASE_URL`
+//! ([`DatabaseUrl`]: several hosts, `target_session_attrs`, libpq's five
+//! `sslmode`s and `sslrootcert`) and one rustls connector (`tls`).
 
 mod database_url;
 mod error;
