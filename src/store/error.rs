@@ -83,6 +83,15 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_readiness_reason_is_one_line_naming_the_database_and_the_retry() {
+        let reason = StoreError::Contended.readiness_reason();
+        assert_eq!(
+            reason,
+            "database: lost the race for the same rows to other writers too often; retrying"
+        );
+    }
+
+    #[test]
     fn only_data_exceptions_integrity_violations_and_program_limits_blame_the_request() {
         for data in [
             SqlState::CHARACTER_NOT_IN_REPERTOIRE,

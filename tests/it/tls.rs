@@ -129,6 +129,21 @@ async fn migrate_over_verified_tls_succeeds_and_an_untrusted_certificate_fails_f
     assert!(!out.status.success(), "verify-full checks the name");
     assert!(stderr.contains("not valid for name"), "{stderr}");
 
+    // verify-ca forgives the name, never the chain.
+    let untrusted_chain = url(
+        "db.invalid",
+        &format!(
+            "sslmode=verify-ca&sslrootcert={}&hostaddr=127.0.0.1",
+            stranger.display()
+        ),
+    );
+    let out = env
+        .procinst_within(&["migrate"], &[("DATABASE_URL", &untrusted_chain)])
+        .await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "verify-ca checks the chain");
+    assert!(stderr.contains("UnknownIssuer"), "{stderr}");
+
     let untrusted = url(
         "localhost",
         &format!("sslmode=verify-full&sslrootcert={}", stranger.display()),
