@@ -229,9 +229,10 @@ impl Settings {
             name: "AMQP_URL",
             reason: e.to_string(),
         })?;
-        url::Url::parse(&self.database_url).map_err(|e| SettingsError::Url {
+        // Read as the store reads it: several hosts, all five sslmodes.
+        crate::store::DatabaseUrl::parse(&self.database_url).map_err(|e| SettingsError::Url {
             name: "DATABASE_URL",
-            reason: e.to_string(),
+            reason: crate::telemetry::error_chain(&e),
         })?;
         Ok(())
     }
@@ -280,18 +281,43 @@ impl fmt::Debug for Settings {
     }
 }
 
-/// The URL with its password replaced, for log lines and error messages.
+/// The URL with its passwords replaced, for log lines and error messages:
+/// the user-info password and a `password` query parameter (libpq reads
+/// one from either). Works on the text rather than a URL parser's idea of
+/// it, because a PostgreSQL URL may list several `host:port`s, which URL
+/// parsers refuse; everything but the passwords is kept as written.
 pub fn redact_url(raw: &str) -> String {
-    match url::Url::parse(raw) {
-        Ok(mut url) => {
-            if url.password().is_some() {
-                // Setting a password only fails for URLs that cannot have one.
-                let _ = url.set_password(Some("***"));
-            }
-            url.to_string()
-        }
-        Err(_) => "<unparseable url>".to_owned(),
+    let Some((scheme, rest)) = raw.split_once("://") else {
+        return "<unparseable url>".to_owned();
+    };
+    if scheme.is_empty() || rest.chars().any(char::is_whitespace) {
+        return "<unparseable url>".to_owned();
     }
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(authority_end);
+    let authority = match authority.rsplit_once('@') {
+        Some((userinfo, hosts)) => match userinfo.split_once(':') {
+            Some((user, _password)) => format!("{user}:***@{hosts}"),
+            None => authority.to_owned(),
+        },
+        None => authority.to_owned(),
+    };
+    let (path, query) = tail.split_once('?').unwrap_or((tail, ""));
+    if query.is_empty() {
+        return format!("{scheme}://{authority}{tail}");
+    }
+    let (query, fragment) = match query.split_once('#') {
+        Some((q, f)) => (q, format!("#{f}")),
+        None => (query, String::new()),
+    };
+    let query: Vec<String> = query
+        .split('&')
+        .map(|pair| match pair.split_once('=') {
+            Some((key, _)) if key.eq_ignore_ascii_case("password") => format!("{key}=***"),
+            _ => pair.to_owned(),
+        })
+        .collect();
+    format!("{scheme}://{authority}{path}?{}{fragment}", query.join("&"))
 }
 
 #[cfg(test)]
@@ -376,6 +402,16 @@ mod tests {
     }
 
     #[test]
+    fn redact_url_hides_passwords_of_multi_host_urls() {
+        assert_eq!(
+            redact_url(
+                "postgres://app:s3cret@db1:5432,db2:5433/procinst?target_session_attrs=read-write"
+            ),
+            "postgres://app:***@db1:5432,db2:5433/procinst?target_session_attrs=read-write"
+        );
+    }
+
+    #[test]
     fn a_bad_broker_url_in_the_list_is_named_redacted() {
         let s = settings(&["--amqp-url", "amqp://a:p@n1/%2f,https://b:hunter2@n2/"]);
         let err = s.validate().expect_err("https is not a broker").to_string();
@@ -384,5 +420,51 @@ mod tests {
             "{err}"
         );
         assert!(!err.contains("hunter2"), "{err}");
+    }
+
+    #[test]
+    fn redact_url_hides_a_password_query_parameter() {
+        assert_eq!(
+            redact_url("postgres://app@db1,db2/procinst?sslmode=require&password=s3cret"),
+            "postgres://app@db1,db2/procinst?sslmode=require&password=***"
+        );
+        assert_eq!(
+            redact_url("postgres://app:pw@h/db?password=s3cret#x"),
+            "postgres://app:***@h/db?password=***#x"
+        );
+    }
+
+    #[test]
+    fn redact_url_keeps_a_password_containing_at_signs_hidden() {
+        let redacted = redact_url("amqp://guest:p@ss@rabbit1:5672/%2f");
+        assert_eq!(redacted, "amqp://guest:***@rabbit1:5672/%2f");
+    }
+
+    fn settings_with_database_url(url: &str) -> Settings {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct Cli {
+            #[command(flatten)]
+            settings: Settings,
+        }
+        Cli::parse_from(["procinst", "--database-url", url]).settings
+    }
+
+    #[test]
+    fn a_database_url_with_several_hosts_and_verify_full_is_valid() {
+        let settings = settings_with_database_url(
+            "postgres://app@db1:5432,db2:5433/procinst?target_session_attrs=read-write&sslmode=verify-full&sslrootcert=/etc/ca.pem",
+        );
+        assert!(settings.validate().is_ok());
+    }
+
+    #[test]
+    fn a_key_value_database_url_is_refused_with_the_form_to_use() {
+        let settings = settings_with_database_url("host=db1 dbname=procinst password=s3cret");
+        let e = settings.validate().expect_err("refused");
+        let text = e.to_string();
+        assert!(text.starts_with("DATABASE_URL"), "{text}");
+        assert!(text.contains("postgres://"), "{text}");
+        assert!(!text.contains("s3cret"), "{text}");
     }
 }

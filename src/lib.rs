@@ -7,7 +7,8 @@
 //!
 //! - [`config`]: one `Settings` struct from flags and environment.
 //! - [`domain`]: the request as types: decoding, validation, codes, replies. No I/O.
-//! - [`store`]: all SQL: pool, migrations, lookups, the batch write, request_log.
+//! - [`store`]: all SQL: connections (hosts, TLS), pool, migrations, lookups,
+//!   the batch write, request_log.
 //! - [`broker`]: all lapin: connection, topology, publishing with confirms.
 //! - [`worker`]: deliveries -> batches -> decisions -> replies -> acks, reconnects.
 //! - [`http`]: `/metrics`, `/healthz`, `/readyz`.

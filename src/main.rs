@@ -3,6 +3,9 @@ use clap::Parser;
 fn main() -> std::process::ExitCode {
     let cli = procinst::cli::Cli::parse();
     procinst::telemetry::init(cli.settings.log_format);
+    // One crypto provider for every rustls user in the process, lapin's
+    // included, whatever features the dependency graph switches on.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(e) => {

@@ -11,6 +11,10 @@ pub enum StoreError {
     Build(#[from] deadpool_postgres::BuildError),
     #[error("migration failed")]
     Migration(#[from] refinery::Error),
+    #[error("DATABASE_URL cannot be used")]
+    Url(#[from] super::UrlError),
+    #[error("cannot prepare TLS for the database")]
+    Tls(#[from] super::TlsError),
     /// Concurrent writers kept winning the same rows; retried later.
     #[error("lost the race for the same rows to other writers too often")]
     Contended,
@@ -30,7 +34,10 @@ impl StoreError {
     pub fn is_transient(&self) -> bool {
         match self {
             StoreError::Pool(_) | StoreError::Contended => true,
-            StoreError::Build(_) | StoreError::Migration(_) => false,
+            StoreError::Build(_)
+            | StoreError::Migration(_)
+            | StoreError::Url(_)
+            | StoreError::Tls(_) => false,
             StoreError::Db(e) => !e.code().is_some_and(is_data_fault),
         }
     }
@@ -38,6 +45,20 @@ impl StoreError {
     /// True for a unique-constraint violation: a concurrent worker won a race.
     pub fn is_unique_violation(&self) -> bool {
         matches!(self, StoreError::Db(e) if e.code() == Some(&SqlState::UNIQUE_VIOLATION))
+    }
+
+    /// One line for `/readyz` while a batch is retried: the server's own
+    /// message and SQLSTATE when it sent one, else the cause chain (which
+    /// never holds a password: tokio-postgres does not print its config).
+    pub fn readiness_reason(&self) -> String {
+        let what = match self {
+            StoreError::Db(e) => match e.as_db_error() {
+                Some(db) => format!("{} (SQLSTATE {})", db.message(), db.code().code()),
+                None => crate::telemetry::error_chain(self),
+            },
+            _ => crate::telemetry::error_chain(self),
+        };
+        format!("database: {what}; retrying")
     }
 
     /// The SQLSTATE, when the server sent one; for logs and `/readyz`.
@@ -60,6 +81,15 @@ fn is_data_fault(state: &SqlState) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_readiness_reason_is_one_line_naming_the_database_and_the_retry() {
+        let reason = StoreError::Contended.readiness_reason();
+        assert_eq!(
+            reason,
+            "database: lost the race for the same rows to other writers too often; retrying"
+        );
+    }
 
     #[test]
     fn only_data_exceptions_integrity_violations_and_program_limits_blame_the_request() {

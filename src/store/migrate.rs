@@ -1,6 +1,5 @@
-use tokio_postgres::{NoTls, config::Config};
-
 use super::StoreError;
+use super::pool::connection;
 
 mod embedded {
     refinery::embed_migrations!("migrations");
@@ -14,8 +13,8 @@ const MIGRATION_LOCK: i64 = 0x7072_6f63_696e_7374;
 /// lock so that several workers starting at once migrate one at a time.
 /// Returns the names of the migrations applied now.
 pub async fn migrate(database_url: &str) -> Result<Vec<String>, StoreError> {
-    let config: Config = database_url.parse()?;
-    let (mut client, conn) = config.connect(NoTls).await?;
+    let (config, tls) = connection(database_url)?;
+    let (mut client, conn) = config.connect(tls).await?;
     let task = tokio::spawn(conn);
     client
         .execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK])

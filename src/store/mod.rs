@@ -1,7 +1,12 @@
 //! All SQL: the pool, migrations, the batch write, the idempotency log and
 //! the service-instance queries. Functions take a client or transaction so
 //! that the caller owns the transaction boundary; nothing here knows AMQP.
+//!
+//! Every connection, pooled or not, is made from one parsed `DATABASE_URL`
+//! ([`DatabaseUrl`]: several hosts, `target_session_attrs`, libpq's five
+//! `sslmode`s and `sslrootcert`) and one rustls connector (`tls`).
 
+mod database_url;
 mod error;
 pub mod history;
 mod lookup;
@@ -10,12 +15,15 @@ mod pool;
 pub mod request_log;
 pub mod service_instance;
 pub mod stats;
+mod tls;
 mod write;
 
+pub use database_url::{DatabaseUrl, Roots, SslMode, UrlError, Verification};
 pub use error::StoreError;
 pub use lookup::{Candidate, Existing, Lookup, ServiceInstance, StoredReply, lookup};
 pub use migrate::migrate;
 pub use pool::{connect_pool, ensure_database};
+pub use tls::TlsError;
 pub use write::{NewProcess, NewRequest, allocate_ids, write_batch};
 
 /// A pooled connection.

@@ -72,7 +72,11 @@ pub async fn write_batch(
     let log_params: [&(dyn ToSql + Sync); 3] = [&log.ids, &log.meanings, &log.replies];
     let process_params = processes.params();
     let audit_params = audit.params();
-    let written = tokio::try_join!(
+    // All six are in flight at once; the server answers them in order. Once
+    // one fails, the later ones fail with "current transaction is aborted"
+    // (25P02), and `join!` may see those first, so the first error is taken
+    // in statement order: a lost race must read as a unique violation.
+    let (begin, expire, log, process, audit, commit) = tokio::join!(
         client.batch_execute("BEGIN"),
         client.execute(&expire_sql, &expire_params),
         client.execute(&log_sql, &log_params),
@@ -80,6 +84,12 @@ pub async fn write_batch(
         client.execute(&audit_sql, &audit_params),
         client.batch_execute("COMMIT"),
     );
+    let written = begin
+        .and(expire.map(drop))
+        .and(log.map(drop))
+        .and(process.map(drop))
+        .and(audit.map(drop))
+        .and(commit);
     if let Err(e) = written {
         // Normally the server already rolled back; this makes sure no
         // transaction stays open on a connection going back to the pool.

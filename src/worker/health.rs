@@ -1,9 +1,16 @@
-use std::sync::{
-    Mutex,
-    atomic::{AtomicBool, Ordering},
-};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
-/// What the worker knows of its broker session, read by `/readyz`.
+/// How long a recorded database failure keeps the worker not-ready without
+/// being recorded again. A batch that keeps failing records it on every
+/// attempt (at least every few seconds, see the pipeline's retry cap), so
+/// this only ends a report whose batch went away without succeeding
+/// (its channel closed): an idle worker must not report an outage forever.
+const STORE_TROUBLE_SHOWN: Duration = Duration::from_secs(30);
+
+/// What the worker knows of its broker session and of its last database
+/// write, read by `/readyz`.
 #[derive(Debug)]
 pub struct Health {
     broker: AtomicBool,
@@ -11,6 +18,7 @@ pub struct Health {
     /// What the worker is busy with before it can consume, e.g. waiting
     /// for the database; `None` once started.
     stage: Mutex<Option<&'static str>>,
+    store_trouble: Mutex<Option<(Instant, String)>>,
 }
 
 impl Default for Health {
@@ -19,6 +27,7 @@ impl Default for Health {
             broker: AtomicBool::new(false),
             consuming: AtomicBool::new(false),
             stage: Mutex::new(None),
+            store_trouble: Mutex::new(None),
         }
     }
 }
@@ -37,20 +46,52 @@ impl Health {
         *self.stage.lock().unwrap_or_else(|e| e.into_inner()) = stage;
     }
 
-    /// `Ok` while the broker side can do its job; otherwise a one-line
-    /// reason. The database is probed live by `/readyz` instead, so that an
-    /// idle worker does not report an outage that is over.
-    pub fn readiness(&self) -> Result<(), &'static str> {
+    /// A batch failed for the database's reasons (read-only after a
+    /// failover, no connection, ...) and is being retried. A live probe
+    /// cannot see all of these (a read-only server answers `SELECT 1`), so
+    /// the worker says what its writes meet.
+    pub fn store_failed(&self, reason: String) {
+        self.store_failed_at(Instant::now(), reason);
+    }
+
+    /// A batch was written: whatever failed before is over.
+    pub fn store_succeeded(&self) {
+        if let Ok(mut trouble) = self.store_trouble.lock() {
+            *trouble = None;
+        }
+    }
+
+    fn store_failed_at(&self, at: Instant, reason: String) {
+        if let Ok(mut trouble) = self.store_trouble.lock() {
+            // One line, whatever the error's text holds.
+            *trouble = Some((at, reason.replace(['\n', '\r'], " ")));
+        }
+    }
+
+    /// `Ok` while the worker can do its job as far as it knows; otherwise
+    /// a one-line reason. The database is also probed live by `/readyz`, so
+    /// that an outage shows before a batch meets it.
+    pub fn readiness(&self) -> Result<(), String> {
+        self.readiness_at(Instant::now())
+    }
+
+    fn readiness_at(&self, now: Instant) -> Result<(), String> {
         if let Some(stage) = *self.stage.lock().unwrap_or_else(|e| e.into_inner()) {
-            return Err(stage);
+            return Err(stage.into());
         }
         if !self.broker.load(Ordering::Relaxed) {
-            return Err("broker connection is down");
+            return Err("broker connection is down".into());
         }
         if !self.consuming.load(Ordering::Relaxed) {
-            return Err("not consuming");
+            return Err("not consuming".into());
         }
-        Ok(())
+        let trouble = self.store_trouble.lock().ok().and_then(|t| t.clone());
+        match trouble {
+            Some((at, reason)) if now.saturating_duration_since(at) < STORE_TROUBLE_SHOWN => {
+                Err(reason)
+            }
+            _ => Ok(()),
+        }
     }
 }
 
@@ -74,5 +115,64 @@ impl Totals {
             self.answered.load(Ordering::Relaxed),
             self.dead_lettered.load(Ordering::Relaxed),
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn consuming() -> Health {
+        let health = Health::default();
+        health.set_broker(true);
+        health.set_consuming(true);
+        health
+    }
+
+    #[test]
+    fn a_consuming_worker_without_database_trouble_is_ready() {
+        assert_eq!(consuming().readiness(), Ok(()));
+    }
+
+    #[test]
+    fn a_failed_write_makes_the_worker_not_ready_with_its_reason() {
+        let health = consuming();
+        health.store_failed("database: read-only transaction (SQLSTATE 25006), retrying".into());
+        assert_eq!(
+            health.readiness(),
+            Err("database: read-only transaction (SQLSTATE 25006), retrying".into())
+        );
+    }
+
+    #[test]
+    fn the_next_successful_write_makes_it_ready_again() {
+        let health = consuming();
+        health.store_failed("database: connection refused, retrying".into());
+        health.store_succeeded();
+        assert_eq!(health.readiness(), Ok(()));
+    }
+
+    #[test]
+    fn a_failure_not_seen_again_for_a_while_is_forgotten() {
+        let health = consuming();
+        let then = Instant::now();
+        health.store_failed_at(then, "database: gone".into());
+        assert!(health.readiness_at(then + Duration::from_secs(1)).is_err());
+        assert_eq!(health.readiness_at(then + STORE_TROUBLE_SHOWN), Ok(()));
+    }
+
+    #[test]
+    fn the_reason_is_one_line() {
+        let health = consuming();
+        health.store_failed("database: first\nsecond".into());
+        assert_eq!(health.readiness(), Err("database: first second".into()));
+    }
+
+    #[test]
+    fn broker_trouble_is_reported_before_database_trouble() {
+        let health = consuming();
+        health.store_failed("database: gone".into());
+        health.set_broker(false);
+        assert_eq!(health.readiness(), Err("broker connection is down".into()));
     }
 }

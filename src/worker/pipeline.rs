@@ -15,7 +15,7 @@ use crate::store::StoreError;
 use crate::telemetry::{error_chain, timed};
 
 const DB_RETRY_MIN: Duration = Duration::from_millis(100);
-const DB_RETRY_MAX: Duration = Duration::from_secs(5);
+const DB_RETRY_MAX: Duration = Duration::from_secs(2);
 /// Pauses before requeueing a batch whose messages the broker refused:
 /// refusals (a full queue, a lost quorum, a missing dead-letter queue)
 /// take a while to clear, and each requeue is a redelivery.
@@ -94,13 +94,17 @@ impl Worker {
         let mut retry = Backoff::new(DB_RETRY_MIN, DB_RETRY_MAX);
         loop {
             match decide(&self.pool, limits, turn, &inputs).await {
-                Ok(fates) => return Ok(fates),
+                Ok(fates) => {
+                    self.health.store_succeeded();
+                    return Ok(fates);
+                }
                 Err(e @ StoreError::Contended) => {
                     metrics::counter!("procinst_contended_batches_total").increment(1);
                     tracing::warn!(error = %error_chain(&e), "contended: handing the batch back to the broker");
                     return Err(Undecided::Contended);
                 }
                 Err(e) => {
+                    self.health.store_failed(e.readiness_reason());
                     metrics::counter!("procinst_db_retries_total").increment(1);
                     tracing::error!(error = %error_chain(&e), "database unavailable; keeping the batch and retrying");
                     if batch.iter().any(|d| d.acker.poisoned()) {

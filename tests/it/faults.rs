@@ -117,6 +117,11 @@ async fn a_batch_that_keeps_losing_races_goes_back_without_stalling_the_batches_
     assert_eq!(hot.json["request_id"], json!("hot"), "nothing is lost");
     assert_eq!(hot.json["code"], json!(0));
     assert_eq!(env.count("SELECT count(*) FROM process").await, 6);
+    let log = env.worker(w).log();
+    assert!(
+        !log.contains("database unavailable"),
+        "a lost race reads as contention, not as an outage: {log}"
+    );
 }
 
 #[tokio::test]
@@ -139,7 +144,13 @@ async fn kill_9_mid_burst_then_restart_creates_everything_exactly_once() {
 }
 
 /// Sends `n` requests of 2 processes, calling `fault` once after `at` of them.
-async fn burst(client: &Client, prefix: &str, n: usize, at: usize, mut fault: impl FnMut()) {
+pub(crate) async fn burst(
+    client: &Client,
+    prefix: &str,
+    n: usize,
+    at: usize,
+    mut fault: impl FnMut(),
+) {
     for i in 0..n {
         client
             .send(&request(

@@ -173,6 +173,27 @@ impl Env {
         child.wait_with_output().expect("procinst output")
     }
 
+    /// Like [`Env::procinst_with`], killed when it runs past [`WAIT`]: for
+    /// commands that must fail fast rather than hang.
+    pub async fn procinst_within(
+        &self,
+        args: &[&str],
+        extra: &[(&str, &str)],
+    ) -> std::process::Output {
+        let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_procinst"));
+        cmd.args(args).envs(self.vars()).env("RUST_LOG", "warn");
+        cmd.envs(extra.iter().copied());
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        let child = cmd.spawn().expect("spawn procinst");
+        tokio::time::timeout(WAIT, child.wait_with_output())
+            .await
+            .unwrap_or_else(|_| panic!("procinst {args:?} did not finish within {WAIT:?}"))
+            .expect("procinst output")
+    }
+
     fn migrate(&self) {
         let out = self.procinst(&["migrate"], None);
         assert!(

@@ -4,6 +4,7 @@
 
 mod helpers;
 mod load;
+mod pg_cluster;
 mod proxy;
 mod rabbitmq4;
 
@@ -11,6 +12,7 @@ mod broker_tls;
 mod cluster;
 mod codes;
 mod commands;
+mod database;
 mod dead_letters;
 mod dlq_browse;
 mod faults;
@@ -21,4 +23,5 @@ mod requests;
 mod routing;
 mod secrets;
 mod startup;
+mod tls;
 mod topology;

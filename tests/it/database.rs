@@ -1,0 +1,283 @@
+//! The database refusing writes for a while: turned read-only, or failed
+//! over to a synchronous standby. The worker keeps the work, says why on
+//! `/readyz`, and answers every request exactly once when it can write.
+
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use serde_json::{Value, json};
+
+use crate::faults::burst;
+use crate::helpers::{Client, Env, PG_ADMIN_URL, WAIT, connect, http_get};
+use crate::pg_cluster::{Cluster, Tcp, eventually};
+
+/// How long the database stays read-only in the read-only test.
+const READ_ONLY_FOR: Duration = Duration::from_secs(4);
+
+#[tokio::test]
+async fn a_database_turned_read_only_mid_burst_keeps_the_work_and_answers_it_once_writable() {
+    let mut env = Env::new().await;
+    env.service_instance(1, 10, "0", 0, 1).await;
+    let w = env
+        .start_worker(&[("PROCINST_PREFETCH", "64"), ("PROCINST_BATCH_SIZE", "32")])
+        .await;
+    let ready = format!("http://{}/readyz", env.worker(w).http);
+    let client = env.client().await;
+    let admin = connect(PG_ADMIN_URL).await;
+
+    burst(&client, "ro-a", 150, usize::MAX, || {}).await;
+    set_read_only(&admin, &env.database, true).await;
+    let turned = Instant::now();
+    burst(&client, "ro-b", 250, usize::MAX, || {}).await;
+
+    let reason = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            if let Some((503, body)) = http_get(&ready).await
+                && body.contains("SQLSTATE 25006")
+            {
+                return body;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await
+    .unwrap_or_else(|_| {
+        panic!(
+            "/readyz names the read-only database; log:\n{}",
+            env.worker(w).log()
+        )
+    });
+    let reported_after = turned.elapsed();
+    assert!(reason.starts_with("database: "), "{reason}");
+    assert_eq!(reason.lines().count(), 1, "one line: {reason}");
+    assert_eq!(
+        env.count("SELECT count(*) FROM request_log WHERE request_id LIKE 'ro-b-%'")
+            .await,
+        0,
+        "nothing is written while read-only"
+    );
+    assert!(
+        client.depth(&env.request_queue).await > 0,
+        "the requests are kept, not answered with errors"
+    );
+
+    tokio::time::sleep(READ_ONLY_FOR.saturating_sub(turned.elapsed())).await;
+    set_read_only(&admin, &env.database, false).await;
+    let writable = Instant::now();
+
+    let ids = answered_exactly_once(&client, &env.reply_queue, 400).await;
+    let answered_after = writable.elapsed();
+    let db = env.db().await;
+    assert_rows_exactly_once(&db, &ids, 400).await;
+    assert_eq!(
+        client.depth(&env.dead_queue).await,
+        0,
+        "nothing dead-lettered"
+    );
+    env.worker(w).wait_ready().await;
+    eprintln!(
+        "read-only: /readyz said so {reported_after:?} after the switch ({}); \
+         all answered {answered_after:?} (incl. a 0.5 s settle) after it was writable again",
+        reason.trim()
+    );
+}
+
+#[tokio::test]
+async fn a_failover_to_a_synchronous_standby_mid_burst_loses_and_duplicates_nothing() {
+    let mut env = Env::new().await;
+    let primary = Cluster::create("it_primary", Tcp::Any, &[]);
+    primary.start();
+    let standby = Cluster::standby_of(&primary, "it_standby");
+    make_synchronous(&primary).await;
+    let url = format!(
+        "postgres://postgres@127.0.0.1:{},127.0.0.1:{}/procinst?target_session_attrs=read-write",
+        primary.port, standby.port
+    );
+    let out = env
+        .procinst_within(&["migrate"], &[("DATABASE_URL", &url)])
+        .await;
+    assert!(
+        out.status.success(),
+        "migrate: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    connect(&primary.url("procinst"))
+        .await
+        .execute(
+            "INSERT INTO service_instance (id, bk_biz_id, bk_supplier_account, name, service_template_id, bk_host_id) \
+             VALUES (1, 10, '0', 'si', 0, 1)",
+            &[],
+        )
+        .await
+        .expect("service instance");
+    // A backlog first, so that the primary stops under a worker busy
+    // writing it, with batches in flight. A first worker declares the
+    // queues and stops.
+    let first = env.start_worker(&[("DATABASE_URL", &url)]).await;
+    env.worker(first).signal("TERM");
+    assert_eq!(
+        env.worker(first).wait_exit(Duration::from_secs(25)).await,
+        Some(0)
+    );
+    let client = env.client().await;
+    let n = 1500;
+    burst(&client, "fo", n, usize::MAX, || {}).await;
+    let w = env.start_worker(&[("DATABASE_URL", &url)]).await;
+    let watcher = connect(&primary.url("procinst")).await;
+    let watcher = &watcher;
+    let busy = eventually(WAIT, || async move {
+        watcher
+            .query_one("SELECT count(*) FROM request_log", &[])
+            .await
+            .is_ok_and(|row| row.get::<_, i64>(0) >= 200)
+    })
+    .await;
+    assert!(busy, "the worker writes the backlog");
+    // Times are taken when the stop command is given: a crash that needs
+    // no help from the server.
+    let stopped_at = SystemTime::now();
+    primary.stop("immediate");
+    let stop_took = stopped_at.elapsed().unwrap_or_default();
+    standby.promote();
+    let promoted_after = stopped_at.elapsed().unwrap_or_default();
+
+    let ids = answered_exactly_once(&client, &env.reply_queue, n).await;
+    let new_primary = connect(&standby.url("procinst")).await;
+    assert_rows_exactly_once(&new_primary, &ids, n).await;
+    assert_eq!(
+        client.depth(&env.dead_queue).await,
+        0,
+        "nothing dead-lettered"
+    );
+
+    let stop = stopped_at
+        .duration_since(UNIX_EPOCH)
+        .expect("clock")
+        .as_secs_f64();
+    // The outage as the writes saw it: the longest pause between two
+    // consecutive transactions, and the first one begun after promotion.
+    let promoted = stop + promoted_after.as_secs_f64();
+    let row = new_primary
+        .query_one(
+            "SELECT extract(epoch FROM max(gap))::float8, \
+                    extract(epoch FROM min(created_at) FILTER (WHERE created_at > to_timestamp($1)))::float8 \
+             FROM (SELECT created_at, created_at - lag(created_at) OVER (ORDER BY created_at) AS gap \
+                   FROM request_log) g",
+            &[&promoted],
+        )
+        .await
+        .expect("timeline");
+    let (longest_pause, first_after): (Option<f64>, Option<f64>) = (row.get(0), row.get(1));
+    assert!(
+        first_after.is_some(),
+        "work was left for the new primary: the failover happened mid-burst"
+    );
+    let metrics = http_get(&format!("http://{}/metrics", env.worker(w).http))
+        .await
+        .map(|(_, body)| body)
+        .unwrap_or_default();
+    eprintln!(
+        "failover: stopped in {stop_took:?}, promoted {promoted_after:?} after the stop began; \
+         writes paused {:.2} s at most; first write begun after promotion {:.2} s after the stop began; {}; {}",
+        longest_pause.unwrap_or(f64::NAN),
+        first_after.map_or(f64::NAN, |t| t - stop),
+        metric(&metrics, "procinst_redeliveries_total"),
+        metric(&metrics, "procinst_db_retries_total"),
+    );
+}
+
+/// `ALTER DATABASE ... SET default_transaction_read_only`, then ends the
+/// worker's sessions so that new ones take the setting.
+async fn set_read_only(admin: &tokio_postgres::Client, database: &str, on: bool) {
+    let value = if on { "on" } else { "off" };
+    admin
+        .batch_execute(&format!(
+            "ALTER DATABASE \"{database}\" SET default_transaction_read_only = {value}"
+        ))
+        .await
+        .expect("alter database");
+    admin
+        .execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+             WHERE datname = $1 AND application_name = 'procinst'",
+            &[&database],
+        )
+        .await
+        .expect("terminate the worker's sessions");
+}
+
+/// Turns on synchronous replication to the one standby and waits until it
+/// is the synchronous one, so that a commit the worker saw is on both.
+async fn make_synchronous(primary: &Cluster) {
+    let admin = connect(&primary.url("postgres")).await;
+    for statement in [
+        "ALTER SYSTEM SET synchronous_standby_names = '*'",
+        "SELECT pg_reload_conf()",
+    ] {
+        admin.batch_execute(statement).await.expect(statement);
+    }
+    let admin = &admin;
+    let synchronous = eventually(WAIT, || async move {
+        admin
+            .query_opt(
+                "SELECT 1 FROM pg_stat_replication WHERE sync_state = 'sync'",
+                &[],
+            )
+            .await
+            .is_ok_and(|row| row.is_some())
+    })
+    .await;
+    assert!(synchronous, "the standby became synchronous");
+}
+
+/// Every request answered exactly once, with code 0; the process ids of all
+/// replies.
+async fn answered_exactly_once(client: &Client, queue: &str, n: usize) -> Vec<i64> {
+    let replies = client.replies_per_request(queue, n).await;
+    assert_eq!(replies.len(), n, "every request answered");
+    let mut ids = Vec::new();
+    for (id, bodies) in &replies {
+        assert_eq!(bodies.len(), 1, "{id} answered {} times", bodies.len());
+        let json: Value = serde_json::from_slice(&bodies[0]).expect("json");
+        assert_eq!(json["code"], json!(0), "{id}: {json}");
+        let data = json["data"].as_array().expect("process ids");
+        ids.extend(data.iter().map(|v| v.as_i64().expect("an id")));
+    }
+    ids
+}
+
+/// Every replied process id is a row, no row is extra, one request_log row
+/// per request.
+async fn assert_rows_exactly_once(db: &tokio_postgres::Client, ids: &[i64], requests: usize) {
+    let count = |sql: &'static str| async move {
+        db.query_one(sql, &[]).await.expect(sql).get::<_, i64>(0)
+    };
+    let found: i64 = db
+        .query_one(
+            "SELECT count(*) FROM process WHERE bk_process_id = ANY($1)",
+            &[&ids],
+        )
+        .await
+        .expect("replied ids")
+        .get(0);
+    assert_eq!(found, ids.len() as i64, "every replied process id exists");
+    assert_eq!(
+        count("SELECT count(*) FROM process").await,
+        ids.len() as i64
+    );
+    assert_eq!(
+        count("SELECT count(*) FROM process_instance_relation").await,
+        ids.len() as i64
+    );
+    assert_eq!(
+        count("SELECT count(*) FROM request_log").await,
+        requests as i64
+    );
+}
+
+/// `name value` from a Prometheus text page, or `name ?`.
+fn metric(page: &str, name: &str) -> String {
+    page.lines()
+        .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
+        .unwrap_or(&format!("{name} 0 (never incremented)"))
+        .to_owned()
+}
