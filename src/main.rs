@@ -2,7 +2,7 @@ use clap::Parser;
 
 fn main() -> std::process::ExitCode {
     let cli = procinst::cli::Cli::parse();
-    procinst::telemetry::init(cli.settings.log_format);
+    let telemetry = procinst::telemetry::init(cli.settings.log_format);
     // One crypto provider for every rustls user in the process, lapin's
     // included, whatever features the dependency graph switches on.
     let _ = rustls::crypto::ring::default_provider().install_default();
@@ -13,7 +13,7 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(procinst::cli::run(cli)) {
+    let code = match runtime.block_on(procinst::cli::run(cli)) {
         Ok(code) => code,
         Err(e) => {
             // The one report of a fatal error, with its causes.
@@ -24,5 +24,8 @@ fn main() -> std::process::ExitCode {
             );
             std::process::ExitCode::FAILURE
         }
-    }
+    };
+    drop(runtime);
+    telemetry.shutdown();
+    code
 }

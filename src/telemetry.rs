@@ -1,21 +1,60 @@
 //! The tracing subscriber (text or JSON lines on stderr, filtered by
-//! `RUST_LOG`, default `info`), stage timings, and errors as one line.
+//! `RUST_LOG`, default `info`), OpenTelemetry spans, stage timings, and
+//! errors as one line.
+//!
+//! Every request gets a span with a W3C trace id, whether or not spans are
+//! exported: its reply and dead-letter copy carry the `traceparent`, and its
+//! log lines the `trace_id`. Spans leave the process over OTLP/HTTP only
+//! when `OTEL_EXPORTER_OTLP_ENDPOINT` (or `..._TRACES_ENDPOINT`) is set; the
+//! other standard `OTEL_*` variables (protocol, headers, timeout, batch
+//! delays, service name) are read by the OpenTelemetry SDK.
 
 use std::io::IsTerminal;
 
-use tracing_subscriber::{EnvFilter, fmt, prelude::*};
+use opentelemetry::{global, trace::TracerProvider as _};
+use opentelemetry_sdk::{Resource, propagation::TraceContextPropagator, trace::SdkTracerProvider};
+use tracing::Level;
+use tracing_subscriber::{EnvFilter, filter::Targets, fmt, prelude::*};
 
 use crate::config::LogFormat;
 
-/// Installs the global subscriber once; later calls do nothing. Colours
-/// only on a terminal: in files and log collectors escape codes are noise.
-pub fn init(format: LogFormat) {
+/// The span pipeline; [`Telemetry::shutdown`] sends what is still queued.
+pub struct Telemetry {
+    provider: SdkTracerProvider,
+}
+
+impl Telemetry {
+    /// Flushes and stops span export; call once, before the process exits.
+    pub fn shutdown(self) {
+        if let Err(e) = self.provider.shutdown() {
+            eprintln!("procinst: spans not exported at exit: {e}");
+        }
+    }
+}
+
+/// Installs the global subscriber and propagator. Colours only on a
+/// terminal: in files and log collectors escape codes are noise.
+///
+/// `RUST_LOG` filters log lines only: the spans of procinst are always
+/// made, so that trace context flows whatever the log level. Call before
+/// starting a Tokio runtime (the OTLP HTTP client is a blocking one).
+pub fn init(format: LogFormat) -> Telemetry {
+    global::set_text_map_propagator(TraceContextPropagator::new());
+    let provider = tracer_provider();
+    let spans = tracing_opentelemetry::layer()
+        .with_tracer(provider.tracer("procinst"))
+        .with_filter(Targets::new().with_target("procinst", Level::INFO));
     let ansi = std::io::stderr().is_terminal();
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let registry = tracing_subscriber::registry().with(filter);
+    let filter = || EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let registry = tracing_subscriber::registry().with(spans);
     let _ = match format {
         LogFormat::Text => registry
-            .with(fmt::layer().with_ansi(ansi).with_writer(std::io::stderr))
+            .with(
+                fmt::layer()
+                    .with_ansi(ansi)
+                    .with_writer(std::io::stderr)
+                    .with_filter(filter()),
+            )
             .try_init(),
         LogFormat::Json => registry
             .with(
@@ -23,10 +62,39 @@ pub fn init(format: LogFormat) {
                     .json()
                     .with_current_span(true)
                     .with_ansi(false)
-                    .with_writer(std::io::stderr),
+                    .with_writer(std::io::stderr)
+                    .with_filter(filter()),
             )
             .try_init(),
     };
+    Telemetry { provider }
+}
+
+/// Environment variables that switch span export on.
+const EXPORT_ENDPOINTS: [&str; 2] = [
+    "OTEL_EXPORTER_OTLP_ENDPOINT",
+    "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+];
+
+fn tracer_provider() -> SdkTracerProvider {
+    let mut resource = Resource::builder();
+    if std::env::var_os("OTEL_SERVICE_NAME").is_none() {
+        resource = resource.with_service_name("procinst");
+    }
+    let mut builder = SdkTracerProvider::builder().with_resource(resource.build());
+    let export = EXPORT_ENDPOINTS
+        .iter()
+        .any(|v| std::env::var_os(v).is_some_and(|x| !x.is_empty()));
+    if export {
+        match opentelemetry_otlp::SpanExporter::builder()
+            .with_http()
+            .build()
+        {
+            Ok(exporter) => builder = builder.with_batch_exporter(exporter),
+            Err(e) => eprintln!("procinst: spans will not be exported: {e}"),
+        }
+    }
+    builder.build()
 }
 
 /// Runs a stage of the batch path and records its duration.

@@ -10,6 +10,7 @@ mod inbox;
 mod publisher;
 mod tls;
 mod topology;
+pub mod trace_context;
 
 pub use connection::{Broker, Cluster, connect, connect_node};
 pub use endpoints::{AddressError, Endpoint, Endpoints, Rotation, redact_list};

@@ -9,8 +9,12 @@ use lapin::{
     options::{BasicAckOptions, BasicNackOptions, BasicRejectOptions},
 };
 
+use lapin::types::FieldTable;
+use tracing::Span;
+use tracing_opentelemetry::OpenTelemetrySpanExt;
+
 use super::decide::{Fate, Outcome};
-use crate::broker::{BrokerError, Outgoing, Publisher, headers, reply_properties};
+use crate::broker::{BrokerError, Outgoing, Publisher, headers, reply_properties, trace_context};
 use crate::config::Topology;
 
 /// Longest wait for the broker to take an ack or nack.
@@ -21,37 +25,42 @@ const ACK_TIMEOUT: Duration = Duration::from_secs(10);
 ///
 /// Batches are carried out one at a time and in delivery order, so the last
 /// delivery's tag covers exactly the batch.
+/// `requests` holds each delivery's span: its trace context goes out on the
+/// reply and the dead-letter copy.
 pub async fn deliver(
     publisher: &Publisher,
     topology: &Topology,
     batch: &[Delivery],
     fates: &[Fate],
+    requests: &[Span],
 ) -> Result<(), BrokerError> {
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0);
     let mut outgoing = Vec::with_capacity(batch.len() + 4);
-    for (delivery, fate) in batch.iter().zip(fates) {
+    for ((delivery, fate), span) in batch.iter().zip(fates).zip(requests) {
+        let trace = span.context();
         match fate {
             Fate::Reply {
                 request_id, body, ..
             } => {
-                outgoing.push(reply(topology, delivery, request_id, body));
+                outgoing.push(reply(topology, delivery, request_id, body, &trace));
             }
             Fate::DeadLetter {
                 reason,
                 detail,
                 reply: answer,
             } => {
-                let properties = dead_letter_properties(&delivery.properties).with_headers(
-                    headers::dead_letter_headers(
-                        delivery.properties.headers().as_ref(),
-                        reason,
-                        detail,
-                        now,
-                    ),
+                let mut copy_headers = headers::dead_letter_headers(
+                    delivery.properties.headers().as_ref(),
+                    reason,
+                    detail,
+                    now,
                 );
+                trace_context::inject(&trace, &mut copy_headers);
+                let properties =
+                    dead_letter_properties(&delivery.properties).with_headers(copy_headers);
                 outgoing.push(Outgoing {
                     exchange: &topology.dead_letter_exchange,
                     routing_key: &topology.dead_letter_queue,
@@ -61,7 +70,7 @@ pub async fn deliver(
                     mandatory: true,
                 });
                 if let Some((request_id, body)) = answer {
-                    outgoing.push(reply(topology, delivery, request_id, body));
+                    outgoing.push(reply(topology, delivery, request_id, body, &trace));
                 }
             }
         }
@@ -86,7 +95,7 @@ pub async fn deliver(
             });
         }
     }
-    record(fates);
+    record(fates, requests);
     Ok(())
 }
 
@@ -179,6 +188,7 @@ fn reply<'a>(
     delivery: &'a Delivery,
     request_id: &str,
     body: &'a [u8],
+    trace: &opentelemetry::Context,
 ) -> Outgoing<'a> {
     let properties = &delivery.properties;
     let routing_key = properties
@@ -196,15 +206,21 @@ fn reply<'a>(
         exchange: "",
         routing_key,
         body,
-        properties: reply_properties(correlation_id),
+        properties: {
+            let mut headers = FieldTable::default();
+            trace_context::inject(trace, &mut headers);
+            reply_properties(correlation_id).with_headers(headers)
+        },
         // A reply_to queue that does not exist drops the reply (contract 5).
         mandatory: false,
     }
 }
 
-/// One counter increment per request, labelled by outcome and code.
-fn record(fates: &[Fate]) {
-    for fate in fates {
+/// One counter increment and one log line per request, labelled by outcome
+/// and code; the line is logged in the request's span, with its trace id.
+fn record(fates: &[Fate], requests: &[Span]) {
+    for (fate, span) in fates.iter().zip(requests) {
+        let _in_request = span.enter();
         match fate {
             Fate::Reply {
                 outcome,
@@ -223,7 +239,8 @@ fn record(fates: &[Fate]) {
                     }
                     Outcome::Rejected(code) => ("rejected", code.as_u32()),
                 };
-                tracing::debug!(%request_id, outcome = label, code, "answered");
+                span.record("request_id", request_id.as_str());
+                tracing::debug!(outcome = label, code, "answered");
                 metrics::counter!("procinst_requests_total", "outcome" => label, "code" => code.to_string())
                     .increment(1);
             }
@@ -236,7 +253,8 @@ fn record(fates: &[Fate]) {
                     .as_ref()
                     .map(|(id, _)| id.as_str())
                     .unwrap_or("unknown");
-                tracing::warn!(%request_id, reason, %detail, "dead-lettered");
+                span.record("request_id", request_id);
+                tracing::warn!(reason, %detail, "dead-lettered");
                 metrics::counter!("procinst_dead_letters_total", "reason" => *reason).increment(1);
                 metrics::counter!("procinst_requests_total", "outcome" => "dead_lettered", "code" => "none")
                     .increment(1);
@@ -316,7 +334,14 @@ mod tests {
             body: b"{}".to_vec(),
             outcome: Outcome::Stored,
         };
-        let delivered = deliver(&Publisher::new(publish), &topology, &[delivery], &[fate]).await;
+        let delivered = deliver(
+            &Publisher::new(publish),
+            &topology,
+            &[delivery],
+            &[fate],
+            &[Span::none()],
+        )
+        .await;
         assert!(
             matches!(delivered, Err(BrokerError::ChannelClosed { .. })),
             "{delivered:?}"

@@ -6,6 +6,9 @@ use std::time::{Duration, Instant};
 use lapin::message::Delivery;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, Span};
+use tracing_opentelemetry::OpenTelemetrySpanExt;
+
+use crate::broker::trace_context;
 
 use super::decide::{Fate, Input, Limits, decide};
 use super::turnstile::Turn;
@@ -35,8 +38,32 @@ enum Undecided {
 pub(super) struct Decided {
     batch: Vec<Delivery>,
     fates: Vec<Fate>,
+    /// One span per delivery, in the trace its publisher started.
+    requests: Vec<Span>,
     started: Instant,
     span: Span,
+}
+
+/// The span of one request: a child of the publisher's span when the
+/// message carries `traceparent`, else the root of a new trace. Its
+/// `trace_id` is a field, so that every log line inside it names the trace;
+/// `request_id` is recorded once the body is read.
+fn request_span(delivery: &Delivery) -> Span {
+    let span = tracing::info_span!(
+        parent: None,
+        "request",
+        request_id = tracing::field::Empty,
+        trace_id = tracing::field::Empty,
+    );
+    let parent = trace_context::extract(delivery.properties.headers().as_ref());
+    // Fails only when spans are off (no subscriber); there is no trace then.
+    let _ = span.set_parent(parent);
+    let trace_id = {
+        use opentelemetry::trace::TraceContextExt;
+        span.context().span().span_context().trace_id()
+    };
+    span.record("trace_id", tracing::field::display(trace_id));
+    span
 }
 
 impl Worker {
@@ -45,6 +72,15 @@ impl Worker {
     /// (the broker redelivers the batch).
     pub(super) async fn decide_batch(&self, batch: Vec<Delivery>, turn: Turn) -> Option<Decided> {
         let span = tracing::info_span!("batch", size = batch.len());
+        let requests: Vec<Span> = batch.iter().map(request_span).collect();
+        {
+            use opentelemetry::trace::TraceContextExt;
+            // The batch's shared database round trips show in each request's
+            // trace through these links.
+            for request in &requests {
+                span.add_link(request.context().span().span_context().clone());
+            }
+        }
         let started = Instant::now();
         metrics::histogram!("procinst_batch_size").record(batch.len() as f64);
         metrics::gauge!("procinst_in_flight_deliveries").increment(batch.len() as f64);
@@ -62,6 +98,7 @@ impl Worker {
             Ok(fates) => Some(Decided {
                 batch,
                 fates,
+                requests,
                 started,
                 span,
             }),
@@ -138,18 +175,20 @@ impl Worker {
     ) -> bool {
         let mut batch = Vec::new();
         let mut fates = Vec::new();
+        let mut requests = Vec::new();
         let mut timings = Vec::with_capacity(decided.len());
         let mut span = Span::none();
         for d in decided {
             batch.extend(d.batch);
             fates.extend(d.fates);
+            requests.extend(d.requests);
             timings.push(d.started);
             span = d.span;
         }
         let topology = &self.settings.topology;
         let delivered = timed(
             "deliver",
-            deliver::deliver(publisher, topology, &batch, &fates),
+            deliver::deliver(publisher, topology, &batch, &fates, &requests),
         );
         let session_ok = match delivered.instrument(span).await {
             Ok(()) => {

@@ -426,12 +426,24 @@ pub async fn http_get(url: &str) -> Option<(u16, String)> {
     Some((status, body))
 }
 
+/// A text header of a message.
+pub fn header_text(properties: &BasicProperties, key: &str) -> Option<String> {
+    match properties.headers().as_ref()?.inner().get(key)? {
+        lapin::types::AMQPValue::LongString(s) => {
+            Some(String::from_utf8_lossy(s.as_bytes()).into_owned())
+        }
+        _ => None,
+    }
+}
+
 /// A reply as received.
 #[derive(Debug, Clone)]
 pub struct Reply {
     pub body: Vec<u8>,
     pub json: Value,
     pub correlation_id: Option<String>,
+    /// The W3C `traceparent` header, when the reply carries one.
+    pub traceparent: Option<String>,
 }
 
 /// Publishes requests and reads replies from a queue.
@@ -566,6 +578,7 @@ impl Client {
                     .expect("ack");
                 let json = serde_json::from_slice(&delivery.data).expect("reply is JSON");
                 out.push(Reply {
+                    traceparent: header_text(&delivery.properties, "traceparent"),
                     correlation_id: delivery
                         .properties
                         .correlation_id()

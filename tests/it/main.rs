@@ -4,6 +4,7 @@
 
 mod helpers;
 mod load;
+mod otlp;
 mod pg_cluster;
 mod proxy;
 mod rabbitmq4;
@@ -25,3 +26,4 @@ mod secrets;
 mod startup;
 mod tls;
 mod topology;
+mod tracing;
