@@ -38,7 +38,65 @@ pub fn install_metrics() -> anyhow::Result<PrometheusHandle> {
             ],
         )?
         .install_recorder()?;
+    describe_metrics();
     Ok(handle)
+}
+
+/// Counters that only move when something goes wrong, shown at zero from
+/// the start, so that dashboards and alerts (`deploy/`) see the series
+/// before the first incident. Labelled series appear with their first use.
+const COUNTERS: [(&str, &str); 8] = [
+    (
+        "procinst_db_retries_total",
+        "Batches retried after database trouble",
+    ),
+    (
+        "procinst_races_total",
+        "Batches decided again after losing a race to another writer",
+    ),
+    (
+        "procinst_contended_batches_total",
+        "Batches handed back after losing races too often",
+    ),
+    ("procinst_reconnects_total", "Broker reconnect attempts"),
+    (
+        "procinst_redeliveries_total",
+        "Deliveries flagged redelivered by the broker",
+    ),
+    (
+        "procinst_publish_nacks_total",
+        "Publishes refused by the broker",
+    ),
+    ("procinst_processes_created_total", "Processes created"),
+    (
+        "procinst_stored_replies_total",
+        "Stored replies sent again for a repeated request_id",
+    ),
+];
+
+fn describe_metrics() {
+    for (name, help) in COUNTERS {
+        metrics::describe_counter!(name, help);
+        metrics::counter!(name).increment(0);
+    }
+    metrics::describe_counter!(
+        "procinst_requests_total",
+        "Requests handled, by outcome and code"
+    );
+    metrics::describe_counter!(
+        "procinst_dead_letters_total",
+        "Messages dead-lettered by procinst, by reason"
+    );
+    metrics::describe_gauge!(
+        "procinst_in_flight_deliveries",
+        "Deliveries received and not yet acknowledged"
+    );
+    metrics::gauge!("procinst_in_flight_deliveries").increment(0.0);
+    metrics::describe_gauge!(
+        "procinst_ready",
+        "1 while the worker would answer /readyz with 200 (its own view, without the live database probe)"
+    );
+    metrics::gauge!("procinst_ready").set(0.0);
 }
 
 /// Binds the HTTP address; the error names it.
@@ -76,6 +134,8 @@ pub async fn serve(
 }
 
 async fn render_metrics(State(state): State<AppState>) -> String {
+    let ready = state.health.readiness().is_ok();
+    metrics::gauge!("procinst_ready").set(if ready { 1.0 } else { 0.0 });
     state.metrics.render()
 }
 

@@ -13,6 +13,7 @@ mod broker_tls;
 mod cluster;
 mod codes;
 mod commands;
+mod dashboards;
 mod database;
 mod dead_letters;
 mod dlq_browse;
