@@ -45,7 +45,7 @@ pub fn init(format: LogFormat) -> Telemetry {
         .with_tracer(provider.tracer("procinst"))
         .with_filter(Targets::new().with_target("procinst", Level::INFO));
     let ansi = std::io::stderr().is_terminal();
-    let filter = || EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter = log_filter;
     let registry = tracing_subscriber::registry().with(spans);
     let _ = match format {
         LogFormat::Text => registry
@@ -68,6 +68,29 @@ pub fn init(format: LogFormat) -> Telemetry {
             .try_init(),
     };
     Telemetry { provider }
+}
+
+/// Crates whose debug and trace lines print SQL parameters or message
+/// contents: held at `info` unless `RUST_LOG` names them, so that
+/// `RUST_LOG=debug` shows procinst's own detail and no request data.
+const QUIET_UNLESS_NAMED: [&str; 3] = ["tokio_postgres", "lapin", "amq_protocol"];
+
+/// The log line filter: `RUST_LOG`, default `info`, with
+/// [`QUIET_UNLESS_NAMED`] held at `info`.
+fn log_filter() -> EnvFilter {
+    let spec = std::env::var("RUST_LOG").unwrap_or_default();
+    let mut filter = EnvFilter::try_new(&spec)
+        .ok()
+        .filter(|_| !spec.trim().is_empty())
+        .unwrap_or_else(|| EnvFilter::new("info"));
+    for target in QUIET_UNLESS_NAMED {
+        if !spec.contains(target)
+            && let Ok(directive) = format!("{target}=info").parse()
+        {
+            filter = filter.add_directive(directive);
+        }
+    }
+    filter
 }
 
 /// Environment variables that switch span export on.

@@ -72,3 +72,26 @@ async fn secrets_never_reach_logs_tables_or_replies() {
         assert!(!dump.contains(secret), "{secret} stored in a table");
     }
 }
+
+#[tokio::test]
+async fn debug_logs_print_no_sql_parameters_or_message_bodies() {
+    let mut env = Env::new().await;
+    env.service_instance(1, 10, "0", 0, 1).await;
+    let w = env.start_worker(&[("RUST_LOG", "debug")]).await;
+    let client = env.client().await;
+    let mut needle = request("debug-1", 1, 10, "needle-proc-7731", 1);
+    needle["processes"][0]["process_info"]["start_cmd"] = json!("./start --body-marker-5150");
+    client.send(&needle).await;
+    let reply = client.replies(&env.reply_queue, 1).await.remove(0);
+    assert_eq!(reply.json["code"], json!(0));
+    let deadline = std::time::Instant::now() + crate::helpers::WAIT;
+    while !env.worker(w).log().contains("answered") {
+        assert!(std::time::Instant::now() < deadline, "{}", env.worker(w).log());
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let log = env.worker(w).log();
+    assert!(log.contains("debug-1"), "request ids may be logged: {log}");
+    for content in ["needle-proc-7731", "body-marker-5150"] {
+        assert!(!log.contains(content), "{content} leaked into the debug log:\n{log}");
+    }
+}
