@@ -8,6 +8,7 @@
 use std::{fmt, net::SocketAddr, path::PathBuf, time::Duration};
 
 use clap::{Args, ValueEnum};
+use secrecy::{ExposeSecret, SecretString};
 
 use crate::broker::{Endpoints, redact_list};
 
@@ -75,7 +76,7 @@ pub enum LogFormat {
 }
 
 /// Everything the commands need to know about their surroundings.
-#[derive(Args, Clone)]
+#[derive(Args, Clone, Debug)]
 pub struct Settings {
     /// RabbitMQ URL, or a cluster's nodes as a comma-separated list of URLs,
     /// each with its own credentials (which are never logged). The nodes
@@ -86,7 +87,7 @@ pub struct Settings {
         default_value = "amqp://guest:guest@127.0.0.1:5672/%2f",
         global = true
     )]
-    pub amqp_url: String,
+    pub amqp_url: SecretUrlList,
     /// PEM file of the CA that signed the brokers' certificates, trusted by
     /// `amqps://` connections besides the system roots.
     #[arg(long, env = "PROCINST_AMQP_CA_FILE", global = true)]
@@ -98,7 +99,7 @@ pub struct Settings {
         default_value = "postgres://postgres@127.0.0.1:5432/procinst",
         global = true
     )]
-    pub database_url: String,
+    pub database_url: SecretUrl,
     #[command(flatten)]
     pub topology: Topology,
     /// Unacknowledged deliveries the broker may hand this worker: the bound
@@ -225,14 +226,16 @@ impl Settings {
                 writers: self.concurrent_batches(),
             });
         }
-        Endpoints::parse(&self.amqp_url).map_err(|e| SettingsError::Url {
+        Endpoints::parse(self.amqp_url.expose()).map_err(|e| SettingsError::Url {
             name: "AMQP_URL",
             reason: e.to_string(),
         })?;
         // Read as the store reads it: several hosts, all five sslmodes.
-        crate::store::DatabaseUrl::parse(&self.database_url).map_err(|e| SettingsError::Url {
-            name: "DATABASE_URL",
-            reason: crate::telemetry::error_chain(&e),
+        crate::store::DatabaseUrl::parse(self.database_url.expose()).map_err(|e| {
+            SettingsError::Url {
+                name: "DATABASE_URL",
+                reason: crate::telemetry::error_chain(&e),
+            }
         })?;
         Ok(())
     }
@@ -261,23 +264,66 @@ impl Settings {
     }
 }
 
-impl fmt::Debug for Settings {
+/// A URL that may carry credentials. Its text is reached only through
+/// [`SecretUrl::expose`]; `Debug` and `Display` show it redacted, so a
+/// `Settings` can be logged as it is.
+#[derive(Clone)]
+pub struct SecretUrl(SecretString);
+
+/// Like [`SecretUrl`], for a comma-separated list of URLs (`AMQP_URL`):
+/// every entry's password is redacted.
+#[derive(Clone)]
+pub struct SecretUrlList(SecretString);
+
+impl SecretUrl {
+    pub fn expose(&self) -> &str {
+        self.0.expose_secret()
+    }
+}
+
+impl SecretUrlList {
+    pub fn expose(&self) -> &str {
+        self.0.expose_secret()
+    }
+}
+
+impl std::str::FromStr for SecretUrl {
+    type Err = std::convert::Infallible;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(Self(SecretString::from(s)))
+    }
+}
+
+impl std::str::FromStr for SecretUrlList {
+    type Err = std::convert::Infallible;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(Self(SecretString::from(s)))
+    }
+}
+
+impl fmt::Display for SecretUrl {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Settings")
-            .field("amqp_url", &redact_list(&self.amqp_url))
-            .field("amqp_ca_file", &self.amqp_ca_file)
-            .field("database_url", &redact_url(&self.database_url))
-            .field("topology", &self.topology)
-            .field("prefetch", &self.prefetch)
-            .field("batch_size", &self.batch_size)
-            .field("batch_linger_ms", &self.batch_linger_ms)
-            .field("db_pool_size", &self.db_pool_size)
-            .field("max_body_bytes", &self.max_body_bytes)
-            .field("request_retention_hours", &self.request_retention_hours)
-            .field("http_addr", &self.http_addr)
-            .field("shutdown_timeout_s", &self.shutdown_timeout_s)
-            .field("log_format", &self.log_format)
-            .finish()
+        f.write_str(&redact_url(self.expose()))
+    }
+}
+
+impl fmt::Display for SecretUrlList {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&redact_list(self.expose()))
+    }
+}
+
+impl fmt::Debug for SecretUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&self.to_string(), f)
+    }
+}
+
+impl fmt::Debug for SecretUrlList {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&self.to_string(), f)
     }
 }
 
@@ -399,6 +445,21 @@ mod tests {
             !summary.contains("first") && !summary.contains("second"),
             "{summary}"
         );
+    }
+
+    #[test]
+    fn settings_print_their_urls_redacted_by_type() {
+        let s = settings(&[
+            "--amqp-url",
+            "amqp://a:pw-one@n1/%2f,amqp://b:pw-two@n2/%2f",
+            "--database-url",
+            "postgres://app:pw-three@db1,db2/procinst?password=pw-four",
+        ]);
+        let shown = format!("{s:?} {} {}", s.amqp_url, s.database_url);
+        for secret in ["pw-one", "pw-two", "pw-three", "pw-four"] {
+            assert!(!shown.contains(secret), "{shown}");
+        }
+        assert!(s.database_url.expose().contains("pw-three"));
     }
 
     #[test]

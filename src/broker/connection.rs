@@ -24,7 +24,7 @@ impl Cluster {
     /// unreadable CA file is a configuration error.
     pub fn from_settings(settings: &Settings) -> Result<Cluster, BrokerError> {
         Ok(Cluster {
-            endpoints: Endpoints::parse(&settings.amqp_url)?,
+            endpoints: Endpoints::parse(settings.amqp_url.expose())?,
             tls: tls::trust(settings.amqp_ca_file.as_deref())?,
         })
     }

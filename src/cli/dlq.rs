@@ -157,7 +157,7 @@ async fn describe(settings: &Settings, messages: &[BasicGetMessage]) -> anyhow::
     let stored: HashSet<String> = if ids.is_empty() {
         HashSet::new()
     } else {
-        let pool = store::connect_pool(&settings.database_url, 1)?;
+        let pool = store::connect_pool(settings.database_url.expose(), 1)?;
         let client = pool.get().await?;
         request_log::stored_ids(&client, &ids, settings.retention()).await?
     };

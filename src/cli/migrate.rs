@@ -13,11 +13,11 @@ pub async fn run(settings: &Settings) -> anyhow::Result<ExitCode> {
 
 /// Shared with `run`: the database exists and its schema is current.
 pub async fn prepare_database(settings: &Settings) -> anyhow::Result<()> {
-    let url = redact_url(&settings.database_url);
-    store::ensure_database(&settings.database_url)
+    let url = redact_url(settings.database_url.expose());
+    store::ensure_database(settings.database_url.expose())
         .await
         .with_context(|| format!("cannot reach or create the database at {url}"))?;
-    let applied = store::migrate(&settings.database_url)
+    let applied = store::migrate(settings.database_url.expose())
         .await
         .with_context(|| format!("cannot migrate the database at {url}"))?;
     if applied.is_empty() {

@@ -7,7 +7,7 @@ use crate::store::{self, request_log};
 
 /// Deletes expired request_log rows in small chunks; suited to cron.
 pub async fn run(settings: &Settings) -> anyhow::Result<ExitCode> {
-    let pool = store::connect_pool(&settings.database_url, 1)?;
+    let pool = store::connect_pool(settings.database_url.expose(), 1)?;
     let client = pool.get().await.context("cannot connect to the database")?;
     let deleted = request_log::prune(&client, settings.retention()).await?;
     println!(

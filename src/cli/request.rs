@@ -81,7 +81,7 @@ pub async fn run(settings: &Settings, command: Command) -> anyhow::Result<ExitCo
 }
 
 async fn gather(settings: &Settings, request_id: String) -> anyhow::Result<Report> {
-    let pool = store::connect_pool(&settings.database_url, 1)?;
+    let pool = store::connect_pool(settings.database_url.expose(), 1)?;
     let client = pool.get().await.context("cannot connect to the database")?;
     let stored = history::stored_request(&client, &request_id, settings.retention()).await?;
     let stored = stored.map(decode).transpose()?;

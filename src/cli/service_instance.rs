@@ -38,7 +38,7 @@ pub async fn run(settings: &Settings, command: Command) -> anyhow::Result<ExitCo
         }
     };
     super::migrate::prepare_database(settings).await?;
-    let pool = store::connect_pool(&settings.database_url, 1)?;
+    let pool = store::connect_pool(settings.database_url.expose(), 1)?;
     let mut client = pool.get().await.context("cannot connect to the database")?;
     let n = store::service_instance::upsert_all(&mut client, &rows).await?;
     println!("imported {n} service instance(s)");

@@ -86,12 +86,19 @@ async fn debug_logs_print_no_sql_parameters_or_message_bodies() {
     assert_eq!(reply.json["code"], json!(0));
     let deadline = std::time::Instant::now() + crate::helpers::WAIT;
     while !env.worker(w).log().contains("answered") {
-        assert!(std::time::Instant::now() < deadline, "{}", env.worker(w).log());
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{}",
+            env.worker(w).log()
+        );
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
     let log = env.worker(w).log();
     assert!(log.contains("debug-1"), "request ids may be logged: {log}");
     for content in ["needle-proc-7731", "body-marker-5150"] {
-        assert!(!log.contains(content), "{content} leaked into the debug log:\n{log}");
+        assert!(
+            !log.contains(content),
+            "{content} leaked into the debug log:\n{log}"
+        );
     }
 }

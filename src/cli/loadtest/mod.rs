@@ -220,7 +220,7 @@ pub async fn run(settings: &Settings, args: LoadtestArgs) -> anyhow::Result<Exit
 /// read: the cost report is extra, the run goes on.
 async fn db_snapshot(settings: &Settings) -> Option<store::stats::Snapshot> {
     let read = async {
-        let pool = store::connect_pool(&settings.database_url, 1)?;
+        let pool = store::connect_pool(settings.database_url.expose(), 1)?;
         let client = pool.get().await?;
         store::stats::snapshot(&client).await
     };
@@ -242,7 +242,7 @@ async fn prepare_service_instances(
     allow_foreign_data: bool,
 ) -> anyhow::Result<()> {
     super::migrate::prepare_database(settings).await?;
-    let pool = store::connect_pool(&settings.database_url, 1)?;
+    let pool = store::connect_pool(settings.database_url.expose(), 1)?;
     let mut client = pool.get().await?;
     if !allow_foreign_data
         && store::service_instance::has_foreign_rows(&client, LOAD_BIZ, LOAD_SI_BASE).await?
@@ -251,7 +251,7 @@ async fn prepare_service_instances(
             "the database at {} holds service instances or processes that a load test did not make; \
              the load test would add its own rows beside them. Use a database of its own, \
              or pass --allow-foreign-data",
-            redact_url(&settings.database_url)
+            redact_url(settings.database_url.expose())
         );
     }
     let rows: Vec<ServiceInstanceRow> = (0..count)
