@@ -240,7 +240,7 @@ fn record(fates: &[Fate], requests: &[Span]) {
                     Outcome::Rejected(code) => ("rejected", code.as_u32()),
                 };
                 span.record("request_id", request_id.as_str());
-                tracing::debug!(outcome = label, code, "answered");
+                tracing::debug!(%request_id, outcome = label, code, "answered");
                 metrics::counter!("procinst_requests_total", "outcome" => label, "code" => code.to_string())
                     .increment(1);
             }
@@ -254,7 +254,7 @@ fn record(fates: &[Fate], requests: &[Span]) {
                     .map(|(id, _)| id.as_str())
                     .unwrap_or("unknown");
                 span.record("request_id", request_id);
-                tracing::warn!(reason, %detail, "dead-lettered");
+                tracing::warn!(%request_id, reason, %detail, "dead-lettered");
                 metrics::counter!("procinst_dead_letters_total", "reason" => *reason).increment(1);
                 metrics::counter!("procinst_requests_total", "outcome" => "dead_lettered", "code" => "none")
                     .increment(1);
