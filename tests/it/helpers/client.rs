@@ -6,8 +6,9 @@ use std::{collections::HashMap, time::Duration};
 use futures::StreamExt;
 use lapin::{
     BasicProperties, Channel, Connection, ConnectionProperties,
+    message::Delivery,
     options::{BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, ConfirmSelectOptions},
-    types::FieldTable,
+    types::{AMQPValue, FieldTable},
 };
 use serde_json::Value;
 
@@ -16,9 +17,7 @@ use super::env::{Env, WAIT, unique};
 /// A text header of a message.
 pub fn header_text(properties: &BasicProperties, key: &str) -> Option<String> {
     match properties.headers().as_ref()?.inner().get(key)? {
-        lapin::types::AMQPValue::LongString(s) => {
-            Some(String::from_utf8_lossy(s.as_bytes()).into_owned())
-        }
+        AMQPValue::LongString(s) => Some(String::from_utf8_lossy(s.as_bytes()).into_owned()),
         _ => None,
     }
 }
@@ -31,6 +30,21 @@ pub struct Reply {
     pub correlation_id: Option<String>,
     /// The W3C `traceparent` header, when the reply carries one.
     pub traceparent: Option<String>,
+}
+
+impl From<Delivery> for Reply {
+    fn from(delivery: Delivery) -> Reply {
+        Reply {
+            json: serde_json::from_slice(&delivery.data).expect("reply is JSON"),
+            traceparent: header_text(&delivery.properties, "traceparent"),
+            correlation_id: delivery
+                .properties
+                .correlation_id()
+                .as_ref()
+                .map(|c| c.as_str().to_owned()),
+            body: delivery.data,
+        }
+    }
 }
 
 /// Publishes requests and reads replies from a queue.
@@ -153,27 +167,7 @@ impl Client {
         let mut out = Vec::with_capacity(n);
         let collect = async {
             while out.len() < n {
-                let delivery = consumer
-                    .next()
-                    .await
-                    .expect("reply stream ended")
-                    .expect("delivery");
-                delivery
-                    .acker
-                    .ack(BasicAckOptions::default())
-                    .await
-                    .expect("ack");
-                let json = serde_json::from_slice(&delivery.data).expect("reply is JSON");
-                out.push(Reply {
-                    traceparent: header_text(&delivery.properties, "traceparent"),
-                    correlation_id: delivery
-                        .properties
-                        .correlation_id()
-                        .as_ref()
-                        .map(|c| c.as_str().to_owned()),
-                    body: delivery.data,
-                    json,
-                });
+                out.push(acked(consumer.next().await).await.into());
             }
         };
         if tokio::time::timeout(WAIT, collect).await.is_err() {
@@ -206,12 +200,7 @@ impl Client {
                 );
                 break;
             };
-            let delivery = next.expect("reply stream ended").expect("delivery");
-            delivery
-                .acker
-                .ack(BasicAckOptions::default())
-                .await
-                .expect("ack");
+            let delivery = acked(next).await;
             let json: Value = serde_json::from_slice(&delivery.data).expect("reply is JSON");
             let id = json["request_id"].as_str().unwrap_or_default().to_owned();
             seen.entry(id).or_default().push(delivery.data);
@@ -266,4 +255,15 @@ impl Client {
         let _ = ch.close(200, "bye".into()).await;
         q.message_count()
     }
+}
+
+/// The next delivery of a reply stream, acknowledged.
+async fn acked(next: Option<Result<Delivery, lapin::Error>>) -> Delivery {
+    let delivery = next.expect("reply stream ended").expect("delivery");
+    delivery
+        .acker
+        .ack(BasicAckOptions::default())
+        .await
+        .expect("ack");
+    delivery
 }

@@ -25,15 +25,12 @@ impl Env {
         stdin: Option<&str>,
         extra: &[(&str, &str)],
     ) -> std::process::Output {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_procinst"));
-        cmd.args(args).envs(self.vars()).env("RUST_LOG", "warn");
-        cmd.envs(extra.iter().copied());
+        let mut cmd = self.command(args, extra);
         cmd.stdin(if stdin.is_some() {
             Stdio::piped()
         } else {
             Stdio::null()
         });
-        cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
         let mut child = cmd.spawn().expect("spawn procinst");
         if let Some(input) = stdin {
             use std::io::Write;
@@ -54,18 +51,23 @@ impl Env {
         args: &[&str],
         extra: &[(&str, &str)],
     ) -> std::process::Output {
-        let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_procinst"));
-        cmd.args(args).envs(self.vars()).env("RUST_LOG", "warn");
-        cmd.envs(extra.iter().copied());
-        cmd.stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true);
+        let mut cmd = tokio::process::Command::from(self.command(args, extra));
+        cmd.stdin(Stdio::null()).kill_on_drop(true);
         let child = cmd.spawn().expect("spawn procinst");
         tokio::time::timeout(WAIT, child.wait_with_output())
             .await
             .unwrap_or_else(|_| panic!("procinst {args:?} did not finish within {WAIT:?}"))
             .expect("procinst output")
+    }
+
+    /// `procinst ARGS` with this test's settings and `extra` on top, logging
+    /// warnings only, its output captured.
+    fn command(&self, args: &[&str], extra: &[(&str, &str)]) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_procinst"));
+        cmd.args(args).envs(self.vars()).env("RUST_LOG", "warn");
+        cmd.envs(extra.iter().copied());
+        cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+        cmd
     }
 }
 
