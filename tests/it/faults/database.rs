@@ -9,18 +9,6 @@ use super::{assert_exactly_once, burst, contend_on};
 use crate::helpers::{Env, http_get, request};
 use crate::proxy::Proxy;
 
-async fn wait_for_log(env: &mut Env, w: usize, text: &str) {
-    let deadline = std::time::Instant::now() + crate::helpers::WAIT;
-    while !env.worker(w).log().contains(text) {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no {text:?} in the log:\n{}",
-            env.worker(w).log()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 #[tokio::test]
 async fn a_batch_that_keeps_losing_races_goes_back_without_stalling_the_batches_behind_it() {
     let mut env = Env::new().await;
@@ -36,7 +24,7 @@ async fn a_batch_that_keeps_losing_races_goes_back_without_stalling_the_batches_
         .await;
     let client = env.client().await;
     client.send(&request("hot", 1, 10, "hot", 1)).await;
-    wait_for_log(&mut env, w, "contended").await;
+    env.worker(w).wait_for_log("contended").await;
     for i in 0..5 {
         client
             .send(&request(&format!("behind-{i}"), 1, 10, &format!("b{i}"), 1))

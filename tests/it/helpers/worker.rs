@@ -136,6 +136,19 @@ impl Worker {
         self.log.lock().map(|l| l.clone()).unwrap_or_default()
     }
 
+    /// Waits, within [`WAIT`], until the log holds `text`.
+    pub async fn wait_for_log(&self, text: &str) {
+        let deadline = Instant::now() + WAIT;
+        while !self.log().contains(text) {
+            assert!(
+                Instant::now() < deadline,
+                "no {text:?} in the log:\n{}",
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     pub fn kill(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
