@@ -43,17 +43,7 @@ async fn a_consumer_cancelled_by_the_broker_is_noticed_and_resubscribed() {
     let mut back = false;
     for _ in 0..100 {
         tokio::time::sleep(Duration::from_millis(100)).await;
-        let ch = client.connection.create_channel().await.expect("channel");
-        let declared = ch
-            .queue_declare(
-                env.request_queue.as_str().into(),
-                lapin::options::QueueDeclareOptions {
-                    passive: true,
-                    ..Default::default()
-                },
-                Default::default(),
-            )
-            .await;
+        let declared = client.passive_declare(&env.request_queue).await;
         if declared.is_ok_and(|q| q.consumer_count() == 1) {
             back = true;
             break;

@@ -5,9 +5,12 @@ use std::{collections::HashMap, time::Duration};
 
 use futures::StreamExt;
 use lapin::{
-    BasicProperties, Channel, Connection, ConnectionProperties,
+    BasicProperties, Channel, Connection, ConnectionProperties, Queue,
     message::Delivery,
-    options::{BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, ConfirmSelectOptions},
+    options::{
+        BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, ConfirmSelectOptions,
+        QueueDeclareOptions,
+    },
     types::{AMQPValue, FieldTable},
 };
 use serde_json::Value;
@@ -126,24 +129,18 @@ impl Client {
         .await;
     }
 
-    /// Declares a durable queue of the test's own for replies.
-    pub async fn reply_queue(&self, name: &str) {
+    /// Declares a durable quorum queue of the test's own, with no other
+    /// arguments: a queue for replies, or one as an older procinst declared.
+    pub async fn declare_quorum(&self, name: &str) {
         let mut args = FieldTable::default();
         args.insert(
             "x-queue-type".into(),
-            lapin::types::AMQPValue::LongString("quorum".into()),
+            AMQPValue::LongString("quorum".into()),
         );
         self.channel
-            .queue_declare(
-                name.into(),
-                lapin::options::QueueDeclareOptions {
-                    durable: true,
-                    ..Default::default()
-                },
-                args,
-            )
+            .queue_declare(name.into(), QueueDeclareOptions::durable(), args)
             .await
-            .expect("declare reply queue");
+            .expect("declare a quorum queue");
     }
 
     /// A channel of its own consuming `queue`, with manual acks.
@@ -238,22 +235,27 @@ impl Client {
         false
     }
 
-    /// Messages currently in `queue`, via passive declare.
+    /// Messages currently in `queue`.
     pub async fn depth(&self, queue: &str) -> u32 {
+        self.passive_declare(queue)
+            .await
+            .expect("passive declare")
+            .message_count()
+    }
+
+    /// `queue` as the broker has it now (its messages and consumers), on a
+    /// channel of its own: an error closes that channel, not the client's.
+    pub async fn passive_declare(&self, queue: &str) -> Result<Queue, lapin::Error> {
         let ch = self.connection.create_channel().await.expect("channel");
-        let q = ch
+        let declared = ch
             .queue_declare(
                 queue.into(),
-                lapin::options::QueueDeclareOptions {
-                    passive: true,
-                    ..Default::default()
-                },
+                QueueDeclareOptions::default().passive(),
                 FieldTable::default(),
             )
-            .await
-            .expect("passive declare");
+            .await;
         let _ = ch.close(200, "bye".into()).await;
-        q.message_count()
+        declared
     }
 }
 
