@@ -124,7 +124,7 @@ async fn dlq_list_shows_reasons_without_removing_and_replay_moves_after_the_fix(
         .await;
     let big = request("dlq-big", 1, 10, "big", 4);
     let own = format!("{}.own", env.id);
-    client.reply_queue(&own).await;
+    client.declare_quorum(&own).await;
     client
         .publish(
             &serde_json::to_vec(&big).expect("json"),

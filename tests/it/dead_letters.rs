@@ -1,8 +1,8 @@
 use futures::StreamExt;
-use lapin::{BasicProperties, options::BasicConsumeOptions, types::AMQPValue};
+use lapin::{BasicProperties, options::BasicConsumeOptions};
 use serde_json::json;
 
-use crate::helpers::{Env, WAIT, unique};
+use crate::helpers::{Env, WAIT, header_text, unique};
 
 /// Reads one message from the dead-letter queue: its body and reason header.
 async fn dead_letter(env: &Env, client: &crate::helpers::Client) -> (Vec<u8>, String) {
@@ -31,15 +31,7 @@ async fn dead_letter_with_properties(
         .expect("stream")
         .expect("delivery");
     delivery.acker.ack(Default::default()).await.expect("ack");
-    let reason = match delivery
-        .properties
-        .headers()
-        .as_ref()
-        .and_then(|h| h.inner().get("x-procinst-reason").cloned())
-    {
-        Some(AMQPValue::LongString(s)) => String::from_utf8_lossy(s.as_bytes()).into_owned(),
-        other => panic!("no reason header: {other:?}"),
-    };
+    let reason = header_text(&delivery.properties, "x-procinst-reason").expect("a reason header");
     (delivery.data, reason, delivery.properties)
 }
 
@@ -138,15 +130,8 @@ async fn a_dead_letter_with_no_queue_to_go_to_stays_with_the_broker_until_the_qu
                 .with_expiration("600000".into()),
         )
         .await;
-    let deadline = std::time::Instant::now() + WAIT;
-    while !env.worker(first).log().contains("came back") {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the copy is returned; log:\n{}",
-            env.worker(first).log()
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
+    // The copy has no queue to go to: the broker returns it.
+    env.worker(first).wait_for_log("came back").await;
     // A second worker declares the queue and its binding again; the
     // original, never acknowledged, is dead-lettered now.
     env.start_worker(&[]).await;
@@ -158,15 +143,6 @@ async fn a_dead_letter_with_no_queue_to_go_to_stays_with_the_broker_until_the_qu
         &None,
         "a dead letter does not expire"
     );
-    let detail = properties
-        .headers()
-        .as_ref()
-        .and_then(|h| h.inner().get("x-procinst-detail").cloned());
-    match detail {
-        Some(AMQPValue::LongString(s)) => {
-            let detail = String::from_utf8_lossy(s.as_bytes()).into_owned();
-            assert!(!detail.is_empty() && !detail.contains('\n'), "{detail:?}");
-        }
-        other => panic!("no detail header: {other:?}"),
-    }
+    let detail = header_text(&properties, "x-procinst-detail").expect("a detail header");
+    assert!(!detail.is_empty() && !detail.contains('\n'), "{detail:?}");
 }

@@ -5,7 +5,6 @@
 
 use lapin::{
     BasicProperties,
-    options::QueueDeclareOptions,
     types::{AMQPValue, FieldTable},
 };
 use serde_json::Value;
@@ -86,23 +85,7 @@ async fn a_dead_letter_queue_from_an_older_procinst_is_used_and_listing_loses_no
     let client = env.client().await;
     // An older procinst declared the dead-letter queue as a bare quorum
     // queue, so RabbitMQ 4.x applies its default delivery limit to it.
-    let mut args = FieldTable::default();
-    args.insert(
-        "x-queue-type".into(),
-        AMQPValue::LongString("quorum".into()),
-    );
-    client
-        .channel
-        .queue_declare(
-            env.dead_queue.as_str().into(),
-            QueueDeclareOptions {
-                durable: true,
-                ..Default::default()
-            },
-            args,
-        )
-        .await
-        .expect("declare the old dead-letter queue");
+    client.declare_quorum(&env.dead_queue).await;
     dead_letters(&client, &env, 2).await;
     for round in 0..LISTINGS {
         assert!(client.settles_at(&env.dead_queue, 2).await, "round {round}");

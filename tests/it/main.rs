@@ -1,6 +1,10 @@
 //! Integration tests against the real RabbitMQ and PostgreSQL on this
 //! machine. Each test has its own database and queue names, runs real
 //! `procinst` processes, and bounds every wait.
+//!
+//! [`helpers`] is what every test stands on (the environment, the worker
+//! process, the AMQP client, fixtures); [`faults`] holds the faults injected
+//! for real, one file per subject; every other module is one feature.
 
 mod helpers;
 mod load;

@@ -10,7 +10,7 @@ async fn replies_go_to_reply_to_with_the_callers_correlation_id() {
     env.start_worker(&[]).await;
     let client = env.client().await;
     let own = format!("{}.mine", env.id);
-    client.reply_queue(&own).await;
+    client.declare_quorum(&own).await;
     let body = serde_json::to_vec(&request("route-1", 1, 10, "p", 1)).expect("json");
     let props = BasicProperties::default()
         .with_reply_to(own.as_str().into())

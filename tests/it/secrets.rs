@@ -26,15 +26,7 @@ async fn secrets_never_reach_logs_tables_or_replies() {
     client.publish(broken.as_bytes(), Default::default()).await;
     let replies = client.replies(&env.reply_queue, 2).await;
     // The broken one is logged when it is dead-lettered.
-    let deadline = std::time::Instant::now() + crate::helpers::WAIT;
-    while !env.worker(0).log().contains("dead-lettered") {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "{}",
-            env.worker(0).log()
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
+    env.worker(0).wait_for_log("dead-lettered").await;
 
     let log = env.worker(0).log();
     assert!(
@@ -84,15 +76,7 @@ async fn debug_logs_print_no_sql_parameters_or_message_bodies() {
     client.send(&needle).await;
     let reply = client.replies(&env.reply_queue, 1).await.remove(0);
     assert_eq!(reply.json["code"], json!(0));
-    let deadline = std::time::Instant::now() + crate::helpers::WAIT;
-    while !env.worker(w).log().contains("answered") {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "{}",
-            env.worker(w).log()
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
+    env.worker(w).wait_for_log("answered").await;
     let log = env.worker(w).log();
     assert!(log.contains("debug-1"), "request ids may be logged: {log}");
     for content in ["needle-proc-7731", "body-marker-5150"] {

@@ -10,17 +10,6 @@ async fn a_request_queue_with_other_arguments_stops_the_worker_and_is_left_alone
     let env = Env::new().await;
     let client = env.client().await;
     // The contract's arguments, but for the delivery limit.
-    let mut args = FieldTable::default();
-    for (key, value) in [
-        ("x-queue-type", "quorum".to_owned()),
-        ("x-dead-letter-exchange", env.dlx.clone()),
-        ("x-dead-letter-routing-key", env.dead_queue.clone()),
-        ("x-dead-letter-strategy", "at-least-once".to_owned()),
-        ("x-overflow", "reject-publish".to_owned()),
-    ] {
-        args.insert(key.into(), AMQPValue::LongString(value.as_str().into()));
-    }
-    args.insert("x-delivery-limit".into(), AMQPValue::LongLongInt(3));
     client
         .channel
         .queue_declare(
@@ -29,7 +18,7 @@ async fn a_request_queue_with_other_arguments_stops_the_worker_and_is_left_alone
                 durable: true,
                 ..Default::default()
             },
-            args,
+            request_queue_arguments(&env, 3),
         )
         .await
         .expect("pre-declare");

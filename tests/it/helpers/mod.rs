@@ -1,0 +1,21 @@
+//! What every integration test stands on, by subject:
+//!
+//! - [`env`]: the test's own database and queue names, the broker and
+//!   database under test, and their removal when the test ends;
+//! - [`worker`]: the `procinst` binary as a child process, run to
+//!   completion as a command or kept running as `procinst run`;
+//! - [`client`]: the AMQP client that publishes requests and reads replies;
+//! - [`fixtures`]: requests and service instances to send and to load.
+//!
+//! The other test files name everything through this module
+//! (`crate::helpers::Env`), wherever it lives.
+
+mod client;
+mod env;
+mod fixtures;
+mod worker;
+
+pub use client::{Client, header_text};
+pub use env::{Env, PG_ADMIN_URL, WAIT, amqp_addr, amqp_url_via, connect, rabbitmqctl, unique};
+pub use fixtures::{request, seed_request};
+pub use worker::{Worker, http_get};
