@@ -6,9 +6,10 @@ use std::{collections::HashSet, time::Duration};
 use deadpool_postgres::Pool;
 
 use super::created::Created;
-use super::plan::{self, Candidate};
+use super::fate::{Fate, Outcome, Reply};
+use super::plan::{self, Pending};
 use super::turnstile::Turn;
-use crate::domain::{self, Code, Rejection, Request, Unreadable, reply};
+use crate::domain::{self, Rejection, Request, Unreadable, reply};
 use crate::store::{self, StoreError};
 use crate::telemetry::{error_chain, timed, timed_sync};
 
@@ -21,32 +22,6 @@ const RACE_RETRIES: usize = 8;
 pub struct Input<'a> {
     pub body: &'a [u8],
     pub message_id: Option<&'a str>,
-}
-
-/// What happens to one message.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Fate {
-    /// Publish `body` as the reply, then acknowledge.
-    Reply {
-        request_id: String,
-        body: Vec<u8>,
-        outcome: Outcome,
-    },
-    /// Copy the message to the dead-letter queue, reply if a request_id is
-    /// known, then acknowledge.
-    DeadLetter {
-        reason: &'static str,
-        detail: String,
-        reply: Option<(String, Vec<u8>)>,
-    },
-}
-
-/// How a replied request ended, for metrics and logs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Outcome {
-    Created { processes: usize },
-    Stored,
-    Rejected(Code),
 }
 
 /// Settings the decision depends on.
@@ -84,14 +59,14 @@ pub async fn decide(
         let (round, later): (Vec<usize>, Vec<usize>) = remaining
             .iter()
             .partition(|&&k| seen.insert(readable[k].1.request_id.as_str()));
-        let candidates: Vec<Candidate<'_>> = round
+        let pending: Vec<Pending<'_>> = round
             .iter()
-            .map(|&k| Candidate {
+            .map(|&k| Pending {
                 decoded: &readable[k].1,
                 checked: &checked[k],
             })
             .collect();
-        let decided = decide_round(pool, limits, turn, &candidates).await?;
+        let decided = decide_round(pool, limits, turn, &pending).await?;
         for (&k, fate) in round.iter().zip(decided) {
             fates[readable[k].0] = Some(fate);
         }
@@ -103,9 +78,10 @@ pub async fn decide(
 fn dead_letter(unreadable: &Unreadable) -> Fate {
     let code = unreadable.code();
     let detail = unreadable.message();
-    let reply = unreadable.request_id.as_ref().map(|id| {
-        let body = reply::failure(id, &Rejection::new(code, detail.clone()));
-        (id.clone(), body)
+    let reply = unreadable.request_id.as_ref().map(|id| Reply {
+        request_id: id.clone(),
+        body: reply::failure(id, &Rejection::new(code, detail.clone())),
+        outcome: Outcome::Rejected(code),
     });
     Fate::DeadLetter {
         reason: unreadable.reason_label(),
@@ -121,14 +97,14 @@ async fn decide_round(
     pool: &Pool,
     limits: Limits,
     turn: &Turn,
-    candidates: &[Candidate<'_>],
+    pending: &[Pending<'_>],
 ) -> Result<Vec<Fate>, StoreError> {
-    match attempt_round(pool, limits, turn, candidates).await {
+    match attempt_round(pool, limits, turn, pending).await {
         Ok(fates) => Ok(fates),
         Err(e) if e.is_transient() => Err(e),
-        Err(e) if candidates.len() == 1 => {
+        Err(e) if pending.len() == 1 => {
             tracing::error!(
-                request_id = %candidates[0].decoded.request_id,
+                request_id = %pending[0].decoded.request_id,
                 error = %error_chain(&e),
                 "the database rejects this request's data; dead-lettering it"
             );
@@ -139,8 +115,8 @@ async fn decide_round(
             }])
         }
         Err(e) => {
-            tracing::warn!(error = %error_chain(&e), size = candidates.len(), "batch write failed; splitting it");
-            let (left, right) = candidates.split_at(candidates.len() / 2);
+            tracing::warn!(error = %error_chain(&e), size = pending.len(), "batch write failed; splitting it");
+            let (left, right) = pending.split_at(pending.len() / 2);
             let mut fates = Box::pin(decide_round(pool, limits, turn, left)).await?;
             fates.extend(Box::pin(decide_round(pool, limits, turn, right)).await?);
             Ok(fates)
@@ -154,27 +130,27 @@ async fn attempt_round(
     pool: &Pool,
     limits: Limits,
     turn: &Turn,
-    candidates: &[Candidate<'_>],
+    pending: &[Pending<'_>],
 ) -> Result<Vec<Fate>, StoreError> {
     let client = pool.get().await?;
     // What the round asks the database for does not change between retries.
-    let request_ids: Vec<&str> = candidates
+    let request_ids: Vec<&str> = pending
         .iter()
-        .map(|c| c.decoded.request_id.as_str())
+        .map(|p| p.decoded.request_id.as_str())
         .filter(|id| !id.contains('\0'))
         .collect();
     // Every request past checks (3) and (4) needs its service instance
     // checked (5), even when one of its processes is invalid (6).
-    let mut si_ids: Vec<i64> = candidates
+    let mut si_ids: Vec<i64> = pending
         .iter()
-        .filter_map(|c| c.checked.as_ref().ok())
+        .filter_map(|p| p.checked.as_ref().ok())
         .map(|r| r.service_instance_id)
         .collect();
     si_ids.sort_unstable();
     si_ids.dedup();
-    let keys: Vec<store::Candidate<'_>> = valid(candidates)
+    let keys: Vec<store::ProcessKey<'_>> = valid(pending)
         .flat_map(|(r, processes)| {
-            processes.iter().map(|p| store::Candidate {
+            processes.iter().map(|p| store::ProcessKey {
                 service_instance_id: r.service_instance_id,
                 name: &p.bk_process_name,
                 func_name: &p.bk_func_name,
@@ -188,8 +164,8 @@ async fn attempt_round(
             store::lookup(&client, &request_ids, limits.retention, &si_ids, &keys),
         )
         .await?;
-        let answers = plan::plan(candidates, &lookup);
-        let created = Created::build(candidates, &answers, &lookup);
+        let verdicts = plan::plan(pending, &lookup);
+        let created = Created::build(pending, &verdicts, &lookup);
         let rows = created.rows();
         // Earlier batches commit first; see the turnstile.
         timed("turn", turn.wait()).await;
@@ -199,7 +175,7 @@ async fn attempt_round(
         )
         .await
         {
-            Ok(()) => return Ok(created.into_fates(candidates, answers)),
+            Ok(()) => return Ok(created.into_fates(pending, verdicts)),
             Err(e) if e.is_unique_violation() => {
                 metrics::counter!("procinst_races_total").increment(1);
                 tracing::debug!(error = %error_chain(&e), "lost a race to another writer; deciding again");
@@ -210,11 +186,11 @@ async fn attempt_round(
     Err(StoreError::Contended)
 }
 
-fn valid<'c>(
-    candidates: &'c [Candidate<'_>],
-) -> impl Iterator<Item = (&'c Request, &'c [domain::Process])> {
-    candidates.iter().filter_map(|c| {
-        let request = c.checked.as_ref().ok()?;
+fn valid<'p>(
+    pending: &'p [Pending<'_>],
+) -> impl Iterator<Item = (&'p Request, &'p [domain::Process])> {
+    pending.iter().filter_map(|p| {
+        let request = p.checked.as_ref().ok()?;
         let processes = request.processes.as_ref().ok()?;
         Some((request, processes.as_slice()))
     })

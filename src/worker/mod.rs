@@ -13,6 +13,7 @@ pub(crate) mod batcher;
 mod created;
 pub mod decide;
 mod deliver;
+pub mod fate;
 mod health;
 mod pipeline;
 pub mod plan;

@@ -10,7 +10,8 @@ use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use crate::broker::trace_context;
 
-use super::decide::{Fate, Input, Limits, decide};
+use super::decide::{Input, Limits, decide};
+use super::fate::Fate;
 use super::turnstile::Turn;
 use super::{Backoff, Worker, deliver};
 use crate::broker::{BrokerError, Publisher};
