@@ -6,6 +6,7 @@ use std::{collections::HashSet, time::Duration};
 use deadpool_postgres::Pool;
 
 use super::created::Created;
+use super::disposition::Disposition;
 use super::fate::{Fate, Outcome, Reply};
 use super::plan::{self, Pending};
 use super::turnstile::Turn;
@@ -31,8 +32,8 @@ pub struct Limits {
     pub retention: Duration,
 }
 
-/// Decides a batch. `Err` only for database trouble that waiting may fix;
-/// the caller keeps the messages and tries again.
+/// Decides a batch. `Err` only for the whole batch's trouble (see
+/// [`Disposition::of`]): the database's, or contention.
 pub async fn decide(
     pool: &Pool,
     limits: Limits,
@@ -99,28 +100,32 @@ async fn decide_round(
     turn: &Turn,
     pending: &[Pending<'_>],
 ) -> Result<Vec<Fate>, StoreError> {
-    match attempt_round(pool, limits, turn, pending).await {
-        Ok(fates) => Ok(fates),
-        Err(e) if e.is_transient() => Err(e),
-        Err(e) if pending.len() == 1 => {
+    let e = match attempt_round(pool, limits, turn, pending).await {
+        Ok(fates) => return Ok(fates),
+        Err(e) => e,
+    };
+    match Disposition::of(&e) {
+        Disposition::DeadLetter { reason } if pending.len() == 1 => {
             tracing::error!(
                 request_id = %pending[0].decoded.request_id,
                 error = %error_chain(&e),
                 "the database rejects this request's data; dead-lettering it"
             );
             Ok(vec![Fate::DeadLetter {
-                reason: "store_rejected",
+                reason,
                 detail: error_chain(&e),
                 reply: None,
             }])
         }
-        Err(e) => {
+        Disposition::DeadLetter { .. } => {
             tracing::warn!(error = %error_chain(&e), size = pending.len(), "batch write failed; splitting it");
             let (left, right) = pending.split_at(pending.len() / 2);
             let mut fates = Box::pin(decide_round(pool, limits, turn, left)).await?;
             fates.extend(Box::pin(decide_round(pool, limits, turn, right)).await?);
             Ok(fates)
         }
+        // The whole batch's trouble: the decider carries it out.
+        _ => Err(e),
     }
 }
 
@@ -176,7 +181,7 @@ async fn attempt_round(
         .await
         {
             Ok(()) => return Ok(created.into_fates(pending, verdicts)),
-            Err(e) if e.is_unique_violation() => {
+            Err(e) if Disposition::of(&e) == Disposition::DecideAgain => {
                 metrics::counter!("procinst_races_total").increment(1);
                 tracing::debug!(error = %error_chain(&e), "lost a race to another writer; deciding again");
             }

@@ -13,6 +13,7 @@ pub(crate) mod batcher;
 mod created;
 pub mod decide;
 mod deliver;
+pub mod disposition;
 pub mod fate;
 mod health;
 mod pipeline;

@@ -11,11 +11,11 @@ use tracing_opentelemetry::OpenTelemetrySpanExt;
 use crate::broker::trace_context;
 
 use super::decide::{Input, Limits, decide};
+use super::disposition::Disposition;
 use super::fate::Fate;
 use super::turnstile::Turn;
 use super::{Backoff, Worker, deliver};
 use crate::broker::{BrokerError, Publisher};
-use crate::store::StoreError;
 use crate::telemetry::{error_chain, timed};
 
 const DB_RETRY_MIN: Duration = Duration::from_millis(100);
@@ -25,15 +25,6 @@ const DB_RETRY_MAX: Duration = Duration::from_secs(2);
 /// take a while to clear, and each requeue is a redelivery.
 pub(super) const REFUSED_RETRY_MIN: Duration = Duration::from_millis(500);
 pub(super) const REFUSED_RETRY_MAX: Duration = Duration::from_secs(30);
-
-/// Why a batch leaves the decider without fates.
-enum Undecided {
-    /// Its channel closed; the broker redelivers it.
-    ChannelClosed,
-    /// It kept losing races to other writers; it goes back to the broker
-    /// so that it stops holding the write turn of the batches behind it.
-    Contended,
-}
 
 /// A batch with its fates decided and written, waiting for delivery.
 pub(super) struct Decided {
@@ -103,8 +94,8 @@ impl Worker {
                 started,
                 span,
             }),
-            Err(undecided) => {
-                if let Undecided::Contended = undecided {
+            Err(given_up) => {
+                if given_up == Disposition::HandBack {
                     deliver::hand_back(&batch).instrument(span).await;
                 }
                 metrics::gauge!("procinst_in_flight_deliveries").decrement(batch.len() as f64);
@@ -113,11 +104,15 @@ impl Worker {
         }
     }
 
+    /// Decides a batch, retrying what [`Disposition::of`] calls
+    /// [`Disposition::RetryLater`]; `Err` with how the batch was given up:
+    /// [`Disposition::HandBack`], or [`Disposition::EndSession`] when its
+    /// channel closed meanwhile.
     async fn decide_with_retries(
         &self,
         batch: &[Delivery],
         turn: &Turn,
-    ) -> Result<Vec<Fate>, Undecided> {
+    ) -> Result<Vec<Fate>, Disposition> {
         let inputs: Vec<Input<'_>> = batch
             .iter()
             .map(|d| Input {
@@ -131,29 +126,31 @@ impl Worker {
         };
         let mut retry = Backoff::new(DB_RETRY_MIN, DB_RETRY_MAX);
         loop {
-            match decide(&self.pool, limits, turn, &inputs).await {
+            let e = match decide(&self.pool, limits, turn, &inputs).await {
                 Ok(fates) => {
                     self.health.store_succeeded();
                     return Ok(fates);
                 }
-                Err(e @ StoreError::Contended) => {
-                    metrics::counter!("procinst_contended_batches_total").increment(1);
-                    tracing::warn!(error = %error_chain(&e), "contended: handing the batch back to the broker");
-                    return Err(Undecided::Contended);
-                }
-                Err(e) => {
-                    self.health.store_failed(e.readiness_reason());
-                    metrics::counter!("procinst_db_retries_total").increment(1);
-                    tracing::error!(error = %error_chain(&e), "database unavailable; keeping the batch and retrying");
-                    if batch.iter().any(|d| d.acker.poisoned()) {
-                        tracing::warn!(
-                            "the batch's channel closed meanwhile; the broker redelivers it"
-                        );
-                        return Err(Undecided::ChannelClosed);
-                    }
-                    tokio::time::sleep(retry.next_delay()).await;
-                }
+                Err(e) => e,
+            };
+            if Disposition::of(&e) == Disposition::HandBack {
+                metrics::counter!("procinst_contended_batches_total").increment(1);
+                tracing::warn!(error = %error_chain(&e), "contended: handing the batch back to the broker");
+                return Err(Disposition::HandBack);
             }
+            // Retried later: only the database's trouble leaves a round
+            // (a race that escaped one, too, is decided again this way).
+            self.health.store_failed(e.readiness_reason());
+            metrics::counter!("procinst_db_retries_total").increment(1);
+            tracing::error!(error = %error_chain(&e), "database unavailable; keeping the batch and retrying");
+            if batch.iter().any(|d| d.acker.poisoned()) {
+                tracing::warn!("the batch's channel closed meanwhile; the broker redelivers it");
+                let closed = BrokerError::ChannelClosed {
+                    what: "the batch was decided",
+                };
+                return Err(Disposition::of(&closed));
+            }
+            tokio::time::sleep(retry.next_delay()).await;
         }
     }
 
@@ -201,7 +198,7 @@ impl Worker {
                 self.totals.add(fates.len() as u64 - dead, dead);
                 true
             }
-            Err(e @ (BrokerError::Nacked { .. } | BrokerError::Unroutable { .. })) => {
+            Err(e) if Disposition::of(&e) == Disposition::Requeue => {
                 let pause = refused.next_delay();
                 tracing::error!(error = %error_chain(&e), ?pause, "the broker did not take the batch's messages; requeueing it after a pause");
                 tokio::select! {
@@ -211,6 +208,7 @@ impl Worker {
                 deliver::requeue(&batch).await;
                 true
             }
+            // Disposition::EndSession
             Err(e) => {
                 tracing::warn!(error = %error_chain(&e), "could not finish the batch; the broker redelivers it");
                 false
