@@ -142,7 +142,8 @@ fn dead_letter_properties(original: &BasicProperties) -> BasicProperties {
 }
 
 /// Hands a batch back to the broker for redelivery (counts toward the
-/// delivery limit), after its replies could not be published.
+/// delivery limit), after its replies could not be published
+/// ([`Disposition::Requeue`](super::disposition::Disposition::Requeue)).
 pub async fn requeue(batch: &[Delivery]) {
     if let Some(last) = batch.last() {
         let options = BasicNackOptions {
@@ -161,9 +162,10 @@ pub async fn requeue(batch: &[Delivery]) {
     }
 }
 
-/// Returns a batch that could not be decided to the broker, one delivery at
-/// a time (a `multiple` reject would also cover earlier batches still being
-/// delivered). basic.reject counts toward the delivery limit on every
+/// Returns a batch that could not be decided to the broker
+/// ([`Disposition::HandBack`](super::disposition::Disposition::HandBack)),
+/// one delivery at a time (a `multiple` reject would also cover earlier
+/// batches still being delivered). basic.reject counts toward the delivery limit on every
 /// RabbitMQ version, so a batch that can never be written ends in the
 /// dead-letter queue instead of going round forever.
 pub async fn hand_back(batch: &[Delivery]) {
