@@ -20,16 +20,17 @@ pub struct ServiceInstance {
     pub bk_host_id: i64,
 }
 
-/// A process a request wants to create, as far as uniqueness is concerned.
+/// The keys of a process a request wants to create: what must not collide
+/// with a process already in its service instance (check 7).
 #[derive(Debug, Clone, Copy)]
-pub struct Candidate<'a> {
+pub struct ProcessKey<'a> {
     pub service_instance_id: i64,
     pub name: &'a str,
     pub func_name: &'a str,
     pub start_param_regex: &'a str,
 }
 
-/// A process already in the database that shares a key with a candidate.
+/// A process already in the database that shares a key with a new one.
 #[derive(Debug, Clone)]
 pub struct Existing {
     pub service_instance_id: i64,
@@ -51,19 +52,20 @@ pub struct Lookup {
 }
 
 /// Reads stored replies, service instances and colliding processes, and
-/// allocates one process id per candidate, all in one pipelined round trip.
+/// allocates one process id per new process, all in one pipelined round
+/// trip.
 pub async fn lookup(
     client: &Client,
     request_ids: &[&str],
     retention: Duration,
     service_instance_ids: &[i64],
-    candidates: &[Candidate<'_>],
+    new_processes: &[ProcessKey<'_>],
 ) -> Result<Lookup, StoreError> {
     let (replies, instances, existing, ids) = tokio::try_join!(
         stored_replies(client, request_ids, retention),
         service_instances(client, service_instance_ids),
-        existing_processes(client, candidates),
-        super::allocate_ids(client, candidates.len()),
+        existing_processes(client, new_processes),
+        super::allocate_ids(client, new_processes.len()),
     )?;
     Ok(Lookup {
         stored: replies,
@@ -127,18 +129,18 @@ async fn service_instances(
 
 async fn existing_processes(
     client: &Client,
-    candidates: &[Candidate<'_>],
+    keys: &[ProcessKey<'_>],
 ) -> Result<Vec<Existing>, StoreError> {
-    if candidates.is_empty() {
+    if keys.is_empty() {
         return Ok(Vec::new());
     }
     let statement = client
         .prepare_cached(include_str!("sql/existing_processes.sql"))
         .await?;
-    let ids: Vec<i64> = candidates.iter().map(|c| c.service_instance_id).collect();
-    let names: Vec<&str> = candidates.iter().map(|c| c.name).collect();
-    let funcs: Vec<&str> = candidates.iter().map(|c| c.func_name).collect();
-    let regexes: Vec<&str> = candidates.iter().map(|c| c.start_param_regex).collect();
+    let ids: Vec<i64> = keys.iter().map(|k| k.service_instance_id).collect();
+    let names: Vec<&str> = keys.iter().map(|k| k.name).collect();
+    let funcs: Vec<&str> = keys.iter().map(|k| k.func_name).collect();
+    let regexes: Vec<&str> = keys.iter().map(|k| k.start_param_regex).collect();
     let rows = client
         .query(&statement, &[&ids, &names, &funcs, &regexes])
         .await?;

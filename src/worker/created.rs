@@ -1,10 +1,12 @@
 //! The requests of a round that will create rows: their ids, replies and
 //! audit details, then their fates once the write committed.
 
-use super::decide::{Fate, Outcome};
-use super::plan::{self, Answer, Candidate};
+use serde::Serialize;
+
+use super::fate::{Fate, Outcome, Reply};
+use super::plan::{Pending, Verdict};
 use crate::domain::{self, Code, Rejection, Request, reply};
-use crate::store::{self, NewProcess, NewRequest};
+use crate::store::{self, NewProcess, NewRequest, ServiceInstance};
 
 /// The requests of a round that will create rows, with ids and replies.
 pub(super) struct Created<'a> {
@@ -16,7 +18,7 @@ struct Creation<'a> {
     request: &'a Request,
     processes: &'a [domain::Process],
     meaning: &'a [u8],
-    service_instance: &'a store::ServiceInstance,
+    service_instance: &'a ServiceInstance,
     ids: Vec<i64>,
     reply: Vec<u8>,
     audit: String,
@@ -24,17 +26,17 @@ struct Creation<'a> {
 
 impl<'a> Created<'a> {
     pub(super) fn build(
-        candidates: &'a [Candidate<'a>],
-        answers: &[Answer],
+        pending: &'a [Pending<'a>],
+        verdicts: &[Verdict],
         lookup: &'a store::Lookup,
     ) -> Self {
         let mut next = lookup.ids.iter().copied();
         let mut requests = Vec::new();
-        for (index, (c, answer)) in candidates.iter().zip(answers).enumerate() {
-            if *answer != Answer::Create {
+        for (index, (p, verdict)) in pending.iter().zip(verdicts).enumerate() {
+            if *verdict != Verdict::Create {
                 continue;
             }
-            let Ok(request) = c.checked else { continue };
+            let Ok(request) = p.checked else { continue };
             let Ok(processes) = request.processes.as_ref() else {
                 continue;
             };
@@ -46,10 +48,10 @@ impl<'a> Created<'a> {
                 index,
                 request,
                 processes,
-                meaning: &c.decoded.meaning,
+                meaning: &p.decoded.meaning,
                 service_instance: si,
                 reply: reply::success(&request.request_id, &own),
-                audit: plan::audit_detail(si, processes, &own),
+                audit: audit_detail(si, processes, &own),
                 ids: own,
             });
         }
@@ -76,39 +78,27 @@ impl<'a> Created<'a> {
             .collect()
     }
 
-    pub(super) fn into_fates(
-        self,
-        candidates: &[Candidate<'_>],
-        answers: Vec<Answer>,
-    ) -> Vec<Fate> {
+    /// The fates of the whole round, once its rows are committed.
+    pub(super) fn into_fates(self, pending: &[Pending<'_>], verdicts: Vec<Verdict>) -> Vec<Fate> {
         let mut created = self.requests.into_iter().peekable();
-        candidates
+        pending
             .iter()
-            .zip(answers)
+            .zip(verdicts)
             .enumerate()
-            .map(|(index, (c, answer))| {
-                let request_id = c.decoded.request_id.clone();
-                match answer {
-                    Answer::Stored(body) => Fate::Reply {
-                        request_id,
-                        body,
-                        outcome: Outcome::Stored,
-                    },
-                    Answer::Rejected { code, body } => Fate::Reply {
-                        request_id,
-                        body,
-                        outcome: Outcome::Rejected(code),
-                    },
-                    Answer::Create => match created.next_if(|c| c.index == index) {
-                        Some(c) => Fate::Reply {
+            .map(|(index, (p, verdict))| match verdict {
+                Verdict::Reply(reply) => Fate::Reply(reply),
+                Verdict::Create => {
+                    let request_id = p.decoded.request_id.clone();
+                    match created.next_if(|c| c.index == index) {
+                        Some(c) => Fate::Reply(Reply {
                             request_id,
                             outcome: Outcome::Created {
                                 processes: c.ids.len(),
                             },
                             body: c.reply,
-                        },
+                        }),
                         None => unreachable_fate(request_id),
-                    },
+                    }
                 }
             })
             .collect()
@@ -119,9 +109,47 @@ impl<'a> Created<'a> {
 /// checked it); answer it as not found rather than panic.
 fn unreachable_fate(request_id: String) -> Fate {
     let rejection = Rejection::new(Code::ServiceInstanceNotFound, "service instance vanished");
-    Fate::Reply {
+    Fate::Reply(Reply {
         body: reply::failure(&request_id, &rejection),
         request_id,
         outcome: Outcome::Rejected(Code::ServiceInstanceNotFound),
-    }
+    })
+}
+
+/// What the audit log records for a request: the service instance updated
+/// and the processes created under it, with their ids. Serialised once,
+/// straight from the validated processes.
+#[derive(Debug, Serialize)]
+struct AuditDetail<'a> {
+    service_instance_id: i64,
+    bk_biz_id: i64,
+    bk_supplier_account: &'a str,
+    created_processes: Vec<CreatedProcess<'a>>,
+}
+
+/// A created process in the audit detail: its id and its fields.
+#[derive(Debug, Serialize)]
+struct CreatedProcess<'a> {
+    bk_process_id: i64,
+    #[serde(flatten)]
+    process: &'a domain::Process,
+}
+
+/// The audit detail of a request, as JSON text.
+fn audit_detail(si: &ServiceInstance, processes: &[domain::Process], ids: &[i64]) -> String {
+    let detail = AuditDetail {
+        service_instance_id: si.id,
+        bk_biz_id: si.bk_biz_id,
+        bk_supplier_account: &si.bk_supplier_account,
+        created_processes: ids
+            .iter()
+            .zip(processes)
+            .map(|(&bk_process_id, process)| CreatedProcess {
+                bk_process_id,
+                process,
+            })
+            .collect(),
+    };
+    // Serialising plain structs and a serde_json::Value cannot fail.
+    serde_json::to_string(&detail).unwrap_or_default()
 }

@@ -6,9 +6,11 @@ use std::{collections::HashSet, time::Duration};
 use deadpool_postgres::Pool;
 
 use super::created::Created;
-use super::plan::{self, Candidate};
+use super::disposition::Disposition;
+use super::fate::{Fate, Outcome, Reply};
+use super::plan::{self, Pending};
 use super::turnstile::Turn;
-use crate::domain::{self, Code, Rejection, Request, Unreadable, reply};
+use crate::domain::{self, Rejection, Request, Unreadable, reply};
 use crate::store::{self, StoreError};
 use crate::telemetry::{error_chain, timed, timed_sync};
 
@@ -23,32 +25,6 @@ pub struct Input<'a> {
     pub message_id: Option<&'a str>,
 }
 
-/// What happens to one message.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Fate {
-    /// Publish `body` as the reply, then acknowledge.
-    Reply {
-        request_id: String,
-        body: Vec<u8>,
-        outcome: Outcome,
-    },
-    /// Copy the message to the dead-letter queue, reply if a request_id is
-    /// known, then acknowledge.
-    DeadLetter {
-        reason: &'static str,
-        detail: String,
-        reply: Option<(String, Vec<u8>)>,
-    },
-}
-
-/// How a replied request ended, for metrics and logs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Outcome {
-    Created { processes: usize },
-    Stored,
-    Rejected(Code),
-}
-
 /// Settings the decision depends on.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
@@ -56,8 +32,8 @@ pub struct Limits {
     pub retention: Duration,
 }
 
-/// Decides a batch. `Err` only for database trouble that waiting may fix;
-/// the caller keeps the messages and tries again.
+/// Decides a batch. `Err` only for the whole batch's trouble (see
+/// [`Disposition::of`]): the database's, or contention.
 pub async fn decide(
     pool: &Pool,
     limits: Limits,
@@ -84,14 +60,14 @@ pub async fn decide(
         let (round, later): (Vec<usize>, Vec<usize>) = remaining
             .iter()
             .partition(|&&k| seen.insert(readable[k].1.request_id.as_str()));
-        let candidates: Vec<Candidate<'_>> = round
+        let pending: Vec<Pending<'_>> = round
             .iter()
-            .map(|&k| Candidate {
+            .map(|&k| Pending {
                 decoded: &readable[k].1,
                 checked: &checked[k],
             })
             .collect();
-        let decided = decide_round(pool, limits, turn, &candidates).await?;
+        let decided = decide_round(pool, limits, turn, &pending).await?;
         for (&k, fate) in round.iter().zip(decided) {
             fates[readable[k].0] = Some(fate);
         }
@@ -103,9 +79,10 @@ pub async fn decide(
 fn dead_letter(unreadable: &Unreadable) -> Fate {
     let code = unreadable.code();
     let detail = unreadable.message();
-    let reply = unreadable.request_id.as_ref().map(|id| {
-        let body = reply::failure(id, &Rejection::new(code, detail.clone()));
-        (id.clone(), body)
+    let reply = unreadable.request_id.as_ref().map(|id| Reply {
+        request_id: id.clone(),
+        body: reply::failure(id, &Rejection::new(code, detail.clone())),
+        outcome: Outcome::Rejected(code),
     });
     Fate::DeadLetter {
         reason: unreadable.reason_label(),
@@ -121,30 +98,34 @@ async fn decide_round(
     pool: &Pool,
     limits: Limits,
     turn: &Turn,
-    candidates: &[Candidate<'_>],
+    pending: &[Pending<'_>],
 ) -> Result<Vec<Fate>, StoreError> {
-    match attempt_round(pool, limits, turn, candidates).await {
-        Ok(fates) => Ok(fates),
-        Err(e) if e.is_transient() => Err(e),
-        Err(e) if candidates.len() == 1 => {
+    let e = match attempt_round(pool, limits, turn, pending).await {
+        Ok(fates) => return Ok(fates),
+        Err(e) => e,
+    };
+    match Disposition::of(&e) {
+        Disposition::DeadLetter { reason } if pending.len() == 1 => {
             tracing::error!(
-                request_id = %candidates[0].decoded.request_id,
+                request_id = %pending[0].decoded.request_id,
                 error = %error_chain(&e),
                 "the database rejects this request's data; dead-lettering it"
             );
             Ok(vec![Fate::DeadLetter {
-                reason: "store_rejected",
+                reason,
                 detail: error_chain(&e),
                 reply: None,
             }])
         }
-        Err(e) => {
-            tracing::warn!(error = %error_chain(&e), size = candidates.len(), "batch write failed; splitting it");
-            let (left, right) = candidates.split_at(candidates.len() / 2);
+        Disposition::DeadLetter { .. } => {
+            tracing::warn!(error = %error_chain(&e), size = pending.len(), "batch write failed; splitting it");
+            let (left, right) = pending.split_at(pending.len() / 2);
             let mut fates = Box::pin(decide_round(pool, limits, turn, left)).await?;
             fates.extend(Box::pin(decide_round(pool, limits, turn, right)).await?);
             Ok(fates)
         }
+        // The whole batch's trouble: the decider carries it out.
+        _ => Err(e),
     }
 }
 
@@ -154,27 +135,27 @@ async fn attempt_round(
     pool: &Pool,
     limits: Limits,
     turn: &Turn,
-    candidates: &[Candidate<'_>],
+    pending: &[Pending<'_>],
 ) -> Result<Vec<Fate>, StoreError> {
     let client = pool.get().await?;
     // What the round asks the database for does not change between retries.
-    let request_ids: Vec<&str> = candidates
+    let request_ids: Vec<&str> = pending
         .iter()
-        .map(|c| c.decoded.request_id.as_str())
+        .map(|p| p.decoded.request_id.as_str())
         .filter(|id| !id.contains('\0'))
         .collect();
     // Every request past checks (3) and (4) needs its service instance
     // checked (5), even when one of its processes is invalid (6).
-    let mut si_ids: Vec<i64> = candidates
+    let mut si_ids: Vec<i64> = pending
         .iter()
-        .filter_map(|c| c.checked.as_ref().ok())
+        .filter_map(|p| p.checked.as_ref().ok())
         .map(|r| r.service_instance_id)
         .collect();
     si_ids.sort_unstable();
     si_ids.dedup();
-    let keys: Vec<store::Candidate<'_>> = valid(candidates)
+    let keys: Vec<store::ProcessKey<'_>> = valid(pending)
         .flat_map(|(r, processes)| {
-            processes.iter().map(|p| store::Candidate {
+            processes.iter().map(|p| store::ProcessKey {
                 service_instance_id: r.service_instance_id,
                 name: &p.bk_process_name,
                 func_name: &p.bk_func_name,
@@ -188,8 +169,8 @@ async fn attempt_round(
             store::lookup(&client, &request_ids, limits.retention, &si_ids, &keys),
         )
         .await?;
-        let answers = plan::plan(candidates, &lookup);
-        let created = Created::build(candidates, &answers, &lookup);
+        let verdicts = plan::plan(pending, &lookup);
+        let created = Created::build(pending, &verdicts, &lookup);
         let rows = created.rows();
         // Earlier batches commit first; see the turnstile.
         timed("turn", turn.wait()).await;
@@ -199,8 +180,8 @@ async fn attempt_round(
         )
         .await
         {
-            Ok(()) => return Ok(created.into_fates(candidates, answers)),
-            Err(e) if e.is_unique_violation() => {
+            Ok(()) => return Ok(created.into_fates(pending, verdicts)),
+            Err(e) if Disposition::of(&e) == Disposition::DecideAgain => {
                 metrics::counter!("procinst_races_total").increment(1);
                 tracing::debug!(error = %error_chain(&e), "lost a race to another writer; deciding again");
             }
@@ -210,11 +191,11 @@ async fn attempt_round(
     Err(StoreError::Contended)
 }
 
-fn valid<'c>(
-    candidates: &'c [Candidate<'_>],
-) -> impl Iterator<Item = (&'c Request, &'c [domain::Process])> {
-    candidates.iter().filter_map(|c| {
-        let request = c.checked.as_ref().ok()?;
+fn valid<'p>(
+    pending: &'p [Pending<'_>],
+) -> impl Iterator<Item = (&'p Request, &'p [domain::Process])> {
+    pending.iter().filter_map(|p| {
+        let request = p.checked.as_ref().ok()?;
         let processes = request.processes.as_ref().ok()?;
         Some((request, processes.as_slice()))
     })

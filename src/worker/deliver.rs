@@ -13,7 +13,7 @@ use lapin::types::FieldTable;
 use tracing::Span;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
-use super::decide::{Fate, Outcome};
+use super::fate::{Fate, Reply};
 use crate::broker::{BrokerError, Outgoing, Publisher, headers, reply_properties, trace_context};
 use crate::config::Topology;
 
@@ -42,15 +42,13 @@ pub async fn deliver(
     for ((delivery, fate), span) in batch.iter().zip(fates).zip(requests) {
         let trace = span.context();
         match fate {
-            Fate::Reply {
-                request_id, body, ..
-            } => {
-                outgoing.push(reply(topology, delivery, request_id, body, &trace));
+            Fate::Reply(reply) => {
+                outgoing.push(reply_message(topology, delivery, reply, &trace));
             }
             Fate::DeadLetter {
                 reason,
                 detail,
-                reply: answer,
+                reply,
             } => {
                 let mut copy_headers = headers::dead_letter_headers(
                     delivery.properties.headers().as_ref(),
@@ -69,8 +67,8 @@ pub async fn deliver(
                     // An unroutable copy comes back instead of vanishing.
                     mandatory: true,
                 });
-                if let Some((request_id, body)) = answer {
-                    outgoing.push(reply(topology, delivery, request_id, body, &trace));
+                if let Some(reply) = reply {
+                    outgoing.push(reply_message(topology, delivery, reply, &trace));
                 }
             }
         }
@@ -95,7 +93,9 @@ pub async fn deliver(
             });
         }
     }
-    record(fates, requests);
+    for (fate, span) in fates.iter().zip(requests) {
+        fate.record(span);
+    }
     Ok(())
 }
 
@@ -142,7 +142,8 @@ fn dead_letter_properties(original: &BasicProperties) -> BasicProperties {
 }
 
 /// Hands a batch back to the broker for redelivery (counts toward the
-/// delivery limit), after its replies could not be published.
+/// delivery limit), after its replies could not be published
+/// ([`Disposition::Requeue`](super::disposition::Disposition::Requeue)).
 pub async fn requeue(batch: &[Delivery]) {
     if let Some(last) = batch.last() {
         let options = BasicNackOptions {
@@ -161,9 +162,10 @@ pub async fn requeue(batch: &[Delivery]) {
     }
 }
 
-/// Returns a batch that could not be decided to the broker, one delivery at
-/// a time (a `multiple` reject would also cover earlier batches still being
-/// delivered). basic.reject counts toward the delivery limit on every
+/// Returns a batch that could not be decided to the broker
+/// ([`Disposition::HandBack`](super::disposition::Disposition::HandBack)),
+/// one delivery at a time (a `multiple` reject would also cover earlier
+/// batches still being delivered). basic.reject counts toward the delivery limit on every
 /// RabbitMQ version, so a batch that can never be written ends in the
 /// dead-letter queue instead of going round forever.
 pub async fn hand_back(batch: &[Delivery]) {
@@ -183,11 +185,12 @@ pub async fn hand_back(batch: &[Delivery]) {
     }
 }
 
-fn reply<'a>(
+/// The reply as published: to the request's `reply_to` (else the reply
+/// queue), correlated to it, in the request's trace.
+fn reply_message<'a>(
     topology: &'a Topology,
     delivery: &'a Delivery,
-    request_id: &str,
-    body: &'a [u8],
+    reply: &'a Reply,
     trace: &opentelemetry::Context,
 ) -> Outgoing<'a> {
     let properties = &delivery.properties;
@@ -201,11 +204,11 @@ fn reply<'a>(
         .correlation_id()
         .as_ref()
         .map(|c| c.as_str())
-        .unwrap_or(request_id);
+        .unwrap_or(&reply.request_id);
     Outgoing {
         exchange: "",
         routing_key,
-        body,
+        body: &reply.body,
         properties: {
             let mut headers = FieldTable::default();
             trace_context::inject(trace, &mut headers);
@@ -213,53 +216,6 @@ fn reply<'a>(
         },
         // A reply_to queue that does not exist drops the reply (contract 5).
         mandatory: false,
-    }
-}
-
-/// One counter increment and one log line per request, labelled by outcome
-/// and code; the line is logged in the request's span, with its trace id.
-fn record(fates: &[Fate], requests: &[Span]) {
-    for (fate, span) in fates.iter().zip(requests) {
-        let _in_request = span.enter();
-        match fate {
-            Fate::Reply {
-                outcome,
-                request_id,
-                ..
-            } => {
-                let (label, code) = match outcome {
-                    Outcome::Created { processes } => {
-                        metrics::counter!("procinst_processes_created_total")
-                            .increment(*processes as u64);
-                        ("created", 0)
-                    }
-                    Outcome::Stored => {
-                        metrics::counter!("procinst_stored_replies_total").increment(1);
-                        ("stored", 0)
-                    }
-                    Outcome::Rejected(code) => ("rejected", code.as_u32()),
-                };
-                span.record("request_id", request_id.as_str());
-                tracing::debug!(%request_id, outcome = label, code, "answered");
-                metrics::counter!("procinst_requests_total", "outcome" => label, "code" => code.to_string())
-                    .increment(1);
-            }
-            Fate::DeadLetter {
-                reason,
-                detail,
-                reply,
-            } => {
-                let request_id = reply
-                    .as_ref()
-                    .map(|(id, _)| id.as_str())
-                    .unwrap_or("unknown");
-                span.record("request_id", request_id);
-                tracing::warn!(%request_id, reason, %detail, "dead-lettered");
-                metrics::counter!("procinst_dead_letters_total", "reason" => *reason).increment(1);
-                metrics::counter!("procinst_requests_total", "outcome" => "dead_lettered", "code" => "none")
-                    .increment(1);
-            }
-        }
     }
 }
 
@@ -273,6 +229,7 @@ mod tests {
     };
 
     use super::*;
+    use crate::worker::fate::Outcome;
 
     /// Needs the RabbitMQ of the integration tests.
     #[tokio::test]
@@ -329,11 +286,11 @@ mod tests {
             dead_letter_exchange: "unused".into(),
             delivery_limit: 10,
         };
-        let fate = Fate::Reply {
+        let fate = Fate::Reply(Reply {
             request_id: "r".into(),
             body: b"{}".to_vec(),
             outcome: Outcome::Stored,
-        };
+        });
         let delivered = deliver(
             &Publisher::new(publish),
             &topology,

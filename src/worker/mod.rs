@@ -1,50 +1,65 @@
 //! The loop: deliveries -> batches -> decisions (domain + store) -> replies
 //! -> acks, with reconnects and a graceful drain around it.
 //!
-//! Three stages per broker session, each handling one batch at a time and in
-//! delivery order: a collector that gathers deliveries into batches, a
-//! decider that reads and writes the database, and a deliverer that
-//! publishes replies and acks. A bounded channel of one batch between
-//! stages lets them overlap, and stops consuming when a later stage is slow:
-//! the prefetch bounds what is held in memory.
+//! # Layout
+//!
+//! [`Worker::run`] connects to a node and runs a session on it, again and
+//! again. [`Worker::session`] is four stages, each handling one batch at a
+//! time and in delivery order:
+//!
+//! 1. subscribe ([`collector::subscribe`]): topology, prefetch, consumer.
+//! 2. collect ([`collector::Collector`]): deliveries into batches
+//!    ([`batcher`]); on shutdown, stop consuming and hand on what came.
+//! 3. decide ([`decider::Decider`]): each batch read, planned ([`plan`],
+//!    no I/O) and written ([`decide`], [`created`]); several at once, their
+//!    writes in delivery order ([`turnstile`]).
+//! 4. deliver ([`deliverer::Deliverer`]): replies and dead letters
+//!    published with confirms, then one ack ([`deliver`]).
+//!
+//! The stages are joined by bounded channels: one batch between collector
+//! and decider, a few between decider and deliverer. They overlap (batch
+//! N+1 is decided while batch N is delivered), and a slow stage stops the
+//! consuming: the prefetch bounds what is held in memory.
+//!
+//! A decided message's [`Fate`](fate::Fate) says what is published for it
+//! and its [`Outcome`](fate::Outcome) how it ended; a failure's
+//! [`Disposition`](disposition::Disposition) says what happens to the
+//! batch it struck, decided in one place.
 
 mod backoff;
 pub(crate) mod batcher;
+mod collector;
 mod created;
 pub mod decide;
+mod decider;
 mod deliver;
+mod deliverer;
+pub mod disposition;
+pub mod fate;
 mod health;
-mod pipeline;
 pub mod plan;
 mod turnstile;
 
 use std::{sync::Arc, time::Duration};
 
 use deadpool_postgres::Pool;
-use futures::StreamExt;
-use lapin::{
-    message::Delivery,
-    options::{BasicCancelOptions, BasicConsumeOptions, BasicQosOptions},
-    types::FieldTable,
-};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 pub use backoff::Backoff;
 pub use health::{Health, Totals};
 
-use crate::broker::{self, Broker, BrokerError, Cluster, Publisher, Rotation};
+use crate::broker::{self, Broker, BrokerError, Cluster, Rotation};
 use crate::config::Settings;
 use crate::telemetry::error_chain;
-use batcher::{Collected, next_batch, remaining, top_up};
-use turnstile::Turnstile;
+use collector::Collector;
+use decider::Decider;
+use deliverer::Deliverer;
 
+/// Batches the collector may have ready before the decider takes them.
+const COLLECTED_QUEUE: usize = 1;
 /// Decided batches that may wait for delivery; they are delivered together.
 const DECIDED_QUEUE: usize = 4;
-/// Longest wait for the broker to declare the topology and subscribe.
-const SUBSCRIBE_TIMEOUT: Duration = Duration::from_secs(30);
-/// How often the collector checks that the connection is still usable.
-const HEALTH_CHECK: Duration = Duration::from_secs(1);
 const RECONNECT_MIN: Duration = Duration::from_millis(200);
 const RECONNECT_MAX: Duration = Duration::from_secs(10);
 /// A session lost sooner than this counts as a failed node, so that a node
@@ -138,153 +153,27 @@ impl Worker {
         }
     }
 
+    /// One broker session: subscribe, then collect -> decide -> deliver
+    /// until shutdown (everything received is answered first) or the
+    /// session is lost (unacked deliveries go back to the broker).
     async fn session(
         &self,
         broker: &Broker,
         shutdown: &CancellationToken,
         backoff: &mut Backoff,
     ) -> Result<SessionEnd, BrokerError> {
-        let settings = &self.settings;
-        let tag = format!("procinst-{}", std::process::id());
-        let subscribe = async {
-            broker::declare(&broker.connection, &settings.topology).await?;
-            broker
-                .consume
-                .basic_qos(settings.prefetch, BasicQosOptions::default())
-                .await?;
-            let consumer = broker
-                .consume
-                .basic_consume(
-                    settings.topology.request_queue.as_str().into(),
-                    tag.as_str().into(),
-                    BasicConsumeOptions::default(),
-                    FieldTable::default(),
-                )
-                .await?;
-            Ok::<_, BrokerError>(consumer)
-        };
-        let mut consumer = tokio::time::timeout(SUBSCRIBE_TIMEOUT, subscribe)
-            .await
-            .map_err(|_| BrokerError::Timeout {
-                what: "declaring the topology and subscribing",
-                after: SUBSCRIBE_TIMEOUT,
-            })??;
+        let consumer = collector::subscribe(broker, &self.settings).await?;
         self.health.set_consuming(true);
         backoff.reset();
-        tracing::info!(queue = %settings.topology.request_queue, prefetch = settings.prefetch, "consuming");
+        tracing::info!(queue = %self.settings.topology.request_queue, prefetch = self.settings.prefetch, "consuming");
 
-        let publisher = Publisher::new(broker.publish.clone());
-        // collector -> decider -> deliverer, one batch queued between each:
-        // batch N+1 is decided (database) while batch N is delivered (broker).
-        let (tx, mut rx) = mpsc::channel::<Vec<Delivery>>(1);
-        let (decided_tx, mut decided_rx) = mpsc::channel(DECIDED_QUEUE);
-        let decider = async move {
-            // Several batches are decided at once on their own connections
-            // and come out in delivery order, so acks stay in order; their
-            // writes take turns in the same order.
-            let turnstile = Turnstile::default();
-            let mut decided = futures::stream::poll_fn(|cx| rx.poll_recv(cx))
-                .map(|batch| self.decide_batch(batch, turnstile.take()))
-                .buffered(settings.concurrent_batches());
-            while let Some(batch) = decided.next().await {
-                if let Some(batch) = batch
-                    && decided_tx.send(batch).await.is_err()
-                {
-                    break;
-                }
-            }
-        };
-        let deliverer = async {
-            let mut refused =
-                Backoff::new(pipeline::REFUSED_RETRY_MIN, pipeline::REFUSED_RETRY_MAX);
-            while let Some(first) = decided_rx.recv().await {
-                let mut ready = vec![first];
-                while let Ok(next) = decided_rx.try_recv() {
-                    ready.push(next);
-                }
-                if !self
-                    .deliver_batches(&publisher, ready, &mut refused, shutdown)
-                    .await
-                {
-                    // Deliveries left unacked on a live channel would hold
-                    // their prefetch slots forever: close the channel so
-                    // the broker requeues them, and the session restarts.
-                    let close = broker
-                        .consume
-                        .close(320, "delivery failed; reconnecting".into());
-                    let _ = tokio::time::timeout(Duration::from_secs(10), close).await;
-                }
-            }
-        };
-        let collector = async {
-            // The batch being gathered; kept here so that a shutdown
-            // cancelling the gathering does not drop it.
-            let mut held = Vec::with_capacity(settings.batch_size);
-            let end = loop {
-                let collected = tokio::select! {
-                    biased;
-                    _ = shutdown.cancelled() => break SessionEnd::Shutdown,
-                    _ = broker_lost(broker) => break SessionEnd::Lost(None),
-                    collected = next_batch(&mut consumer, &mut held, settings.batch_size, settings.batch_linger()) => collected,
-                };
-                match collected {
-                    Collected::Batch => {
-                        let handed = tokio::select! {
-                            biased;
-                            _ = shutdown.cancelled() => break SessionEnd::Shutdown,
-                            _ = broker_lost(broker) => break SessionEnd::Lost(None),
-                            handed = top_up(&mut consumer, &mut held, settings.batch_size, tx.reserve()) => handed,
-                        };
-                        match handed {
-                            Ok(Ok(permit)) => permit.send(std::mem::take(&mut held)),
-                            Ok(Err(_decider_gone)) => break SessionEnd::Lost(None),
-                            Err(cause) => {
-                                let _ = tx.send(std::mem::take(&mut held)).await;
-                                break SessionEnd::Lost(cause);
-                            }
-                        }
-                    }
-                    Collected::Ended(cause) => {
-                        if !held.is_empty() {
-                            let _ = tx.send(std::mem::take(&mut held)).await;
-                        }
-                        break SessionEnd::Lost(cause);
-                    }
-                }
-            };
-            if matches!(end, SessionEnd::Shutdown) {
-                self.health.set_consuming(false);
-                let _ = broker
-                    .consume
-                    .basic_cancel(tag.as_str().into(), BasicCancelOptions::default())
-                    .await;
-                // Everything received is in flight: the batch being
-                // gathered, then what the broker sent before the cancel.
-                if !held.is_empty() {
-                    let _ = tx.send(std::mem::take(&mut held)).await;
-                }
-                for batch in remaining(&mut consumer, settings.batch_size).await {
-                    let _ = tx.send(batch).await;
-                }
-                tracing::info!("stopped consuming; finishing the batches in flight");
-            }
-            drop(tx);
-            end
-        };
-        let (end, (), ()) = tokio::join!(collector, decider, deliverer);
+        let (collected, to_decide) = mpsc::channel(COLLECTED_QUEUE);
+        let (decided, to_deliver) = mpsc::channel(DECIDED_QUEUE);
+        let (end, (), ()) = tokio::join!(
+            Collector::new(self, broker, consumer, shutdown).run(collected),
+            Decider::new(self).run(to_decide, decided),
+            Deliverer::new(self, broker, shutdown).run(to_deliver),
+        );
         Ok(end)
-    }
-}
-
-/// Resolves once the connection or a channel is no longer usable. The
-/// consumer stream normally ends then too; this makes sure the session
-/// ends even when the collector is waiting on something else.
-async fn broker_lost(broker: &Broker) {
-    let mut check = tokio::time::interval(HEALTH_CHECK);
-    loop {
-        check.tick().await;
-        if !broker.is_healthy() {
-            return;
-        }
     }
 }

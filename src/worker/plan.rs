@@ -7,30 +7,29 @@
 
 use std::collections::HashMap;
 
-use serde::Serialize;
+use super::fate::{Outcome, Reply};
+use crate::domain::{self, Decoded, Rejection, Request, Taken, reply};
+use crate::store::Lookup;
 
-use crate::domain::{self, Code, Decoded, Process, Rejection, Request, Taken, reply};
-use crate::store::{Lookup, ServiceInstance};
-
-/// What the worker will answer for one request.
+/// What the plan decides for one request.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Answer {
-    /// A stored reply, re-sent byte for byte.
-    Stored(Vec<u8>),
-    /// A final error reply; nothing is written.
-    Rejected { code: Code, body: Vec<u8> },
+pub enum Verdict {
+    /// Answer without writing: a stored reply re-sent byte for byte
+    /// ([`Outcome::Stored`]) or a final error reply ([`Outcome::Rejected`]).
+    Reply(Reply),
     /// Rows to write; the reply is built once ids are allocated.
     Create,
 }
 
-/// One request of a round: its decoded message and its checked form.
-pub struct Candidate<'a> {
+/// A request of a round waiting for its verdict: its decoded message and
+/// its checked form.
+pub struct Pending<'a> {
     pub decoded: &'a Decoded,
     pub checked: &'a Result<Request, Rejection>,
 }
 
 /// Decides every request of a round, in order.
-pub fn plan(candidates: &[Candidate<'_>], lookup: &Lookup) -> Vec<Answer> {
+pub fn plan(pending: &[Pending<'_>], lookup: &Lookup) -> Vec<Verdict> {
     let mut taken: HashMap<i64, Taken> = HashMap::new();
     for row in &lookup.existing {
         taken
@@ -42,22 +41,26 @@ pub fn plan(candidates: &[Candidate<'_>], lookup: &Lookup) -> Vec<Answer> {
                 row.start_param_regex.clone(),
             );
     }
-    candidates
+    pending
         .iter()
-        .map(|c| decide_one(c, lookup, &mut taken))
+        .map(|p| decide_one(p, lookup, &mut taken))
         .collect()
 }
 
-fn decide_one(c: &Candidate<'_>, lookup: &Lookup, taken: &mut HashMap<i64, Taken>) -> Answer {
-    let request_id = c.decoded.request_id.as_str();
+fn decide_one(p: &Pending<'_>, lookup: &Lookup, taken: &mut HashMap<i64, Taken>) -> Verdict {
+    let request_id = p.decoded.request_id.as_str();
     if let Some(stored) = lookup.stored.get(request_id) {
-        return if stored.meaning == c.decoded.meaning {
-            Answer::Stored(stored.reply.clone())
+        return if stored.meaning == p.decoded.meaning {
+            Verdict::Reply(Reply {
+                request_id: request_id.to_owned(),
+                body: stored.reply.clone(),
+                outcome: Outcome::Stored,
+            })
         } else {
             reject(request_id, domain::request_id_reused(request_id))
         };
     }
-    let request = match c.checked {
+    let request = match p.checked {
         Ok(request) => request,
         Err(rejection) => return reject(request_id, rejection.clone()),
     };
@@ -70,7 +73,7 @@ fn decide_one(c: &Candidate<'_>, lookup: &Lookup, taken: &mut HashMap<i64, Taken
                 .claim(processes)
         });
     match checked {
-        Ok(()) => Answer::Create,
+        Ok(()) => Verdict::Create,
         Err(rejection) => reject(request_id, rejection),
     }
 }
@@ -99,49 +102,12 @@ fn service_instance_check(request: &Request, lookup: &Lookup) -> Result<(), Reje
     Ok(())
 }
 
-fn reject(request_id: &str, rejection: Rejection) -> Answer {
-    Answer::Rejected {
-        code: rejection.code,
+fn reject(request_id: &str, rejection: Rejection) -> Verdict {
+    Verdict::Reply(Reply {
+        request_id: request_id.to_owned(),
         body: reply::failure(request_id, &rejection),
-    }
-}
-
-/// What the audit log records for a request: the service instance updated
-/// and the processes created under it, with their ids. Serialised once,
-/// straight from the validated processes.
-#[derive(Debug, Serialize)]
-pub struct AuditDetail<'a> {
-    pub service_instance_id: i64,
-    pub bk_biz_id: i64,
-    pub bk_supplier_account: &'a str,
-    pub created_processes: Vec<CreatedProcess<'a>>,
-}
-
-/// A created process in the audit detail: its id and its fields.
-#[derive(Debug, Serialize)]
-pub struct CreatedProcess<'a> {
-    pub bk_process_id: i64,
-    #[serde(flatten)]
-    pub process: &'a Process,
-}
-
-/// The audit detail of a request, as JSON text.
-pub fn audit_detail(si: &ServiceInstance, processes: &[Process], ids: &[i64]) -> String {
-    let detail = AuditDetail {
-        service_instance_id: si.id,
-        bk_biz_id: si.bk_biz_id,
-        bk_supplier_account: &si.bk_supplier_account,
-        created_processes: ids
-            .iter()
-            .zip(processes)
-            .map(|(&bk_process_id, process)| CreatedProcess {
-                bk_process_id,
-                process,
-            })
-            .collect(),
-    };
-    // Serialising plain structs and a serde_json::Value cannot fail.
-    serde_json::to_string(&detail).unwrap_or_default()
+        outcome: Outcome::Rejected(rejection.code),
+    })
 }
 
 #[cfg(test)]
@@ -150,7 +116,8 @@ mod tests {
     use serde_json::json;
 
     use super::*;
-    use crate::store::{Existing, StoredReply};
+    use crate::domain::Code;
+    use crate::store::{Existing, ServiceInstance, StoredReply};
 
     fn decoded(request_id: &str, si: i64, biz: i64, names: &[&str]) -> Decoded {
         let processes: Vec<_> = names
@@ -175,19 +142,22 @@ mod tests {
         }
     }
 
-    fn answers(requests: &[Decoded], lookup: &Lookup) -> Vec<Answer> {
+    fn verdicts(requests: &[Decoded], lookup: &Lookup) -> Vec<Verdict> {
         let checked: Vec<_> = requests.iter().map(Decoded::validate).collect();
-        let candidates: Vec<_> = requests
+        let pending: Vec<_> = requests
             .iter()
             .zip(&checked)
-            .map(|(decoded, checked)| Candidate { decoded, checked })
+            .map(|(decoded, checked)| Pending { decoded, checked })
             .collect();
-        plan(&candidates, lookup)
+        plan(&pending, lookup)
     }
 
-    fn code(answer: &Answer) -> Option<Code> {
-        match answer {
-            Answer::Rejected { code, .. } => Some(*code),
+    fn code(verdict: &Verdict) -> Option<Code> {
+        match verdict {
+            Verdict::Reply(Reply {
+                outcome: Outcome::Rejected(code),
+                ..
+            }) => Some(*code),
             _ => None,
         }
     }
@@ -205,11 +175,15 @@ mod tests {
             },
         );
         assert_eq!(
-            answers(&[same], &lookup),
-            vec![Answer::Stored(b"stored".to_vec())]
+            verdicts(&[same], &lookup),
+            vec![Verdict::Reply(Reply {
+                request_id: "r".to_owned(),
+                body: b"stored".to_vec(),
+                outcome: Outcome::Stored,
+            })]
         );
         assert_eq!(
-            code(&answers(&[other], &lookup)[0]),
+            code(&verdicts(&[other], &lookup)[0]),
             Some(Code::RequestIdReused)
         );
     }
@@ -221,7 +195,7 @@ mod tests {
         let other_business = decoded("b", 1, 11, &["x"]);
         let from_template = decoded("c", 2, 10, &["x"]);
         let bad_process = decoded("d", 1, 10, &[""]);
-        let got: Vec<_> = answers(
+        let got: Vec<_> = verdicts(
             &[unknown, other_business, from_template, bad_process],
             &lookup,
         )
@@ -251,8 +225,8 @@ mod tests {
         let first = decoded("a", 1, 10, &["x"]);
         let second = decoded("b", 1, 10, &["x"]);
         let clash = decoded("c", 1, 10, &["old"]);
-        let got = answers(&[first, second, clash], &lookup);
-        assert_eq!(got[0], Answer::Create);
+        let got = verdicts(&[first, second, clash], &lookup);
+        assert_eq!(got[0], Verdict::Create);
         assert_eq!(code(&got[1]), Some(Code::Duplicate));
         assert_eq!(code(&got[2]), Some(Code::Duplicate));
     }
