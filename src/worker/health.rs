@@ -4,7 +4,7 @@ use std::time::{Duration, Instant};
 
 /// How long a recorded database failure keeps the worker not-ready without
 /// being recorded again. A batch that keeps failing records it on every
-/// attempt (at least every few seconds, see the pipeline's retry cap), so
+/// attempt (at least every few seconds, see the decider's retry cap), so
 /// this only ends a report whose batch went away without succeeding
 /// (its channel closed): an idle worker must not report an outage forever.
 const STORE_TROUBLE_SHOWN: Duration = Duration::from_secs(30);
