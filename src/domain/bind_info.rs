@@ -7,6 +7,7 @@ use serde_json::{Map, Value};
 
 use super::Rejection;
 use super::rejection::quote;
+use super::wire::Json;
 
 const KEYS: [&str; 6] = [
     "enable",
@@ -20,40 +21,73 @@ const KEYS: [&str; 6] = [
 /// `"1"` TCP, `"2"` UDP, `"3"` TCP6, `"4"` UDP6.
 const PROTOCOLS: [&str; 4] = ["1", "2", "3", "4"];
 
-/// Parses a bind_info value at `path`; None when absent or null.
-pub(super) fn parse(path: &str, value: Option<&Value>) -> Result<Option<Value>, Rejection> {
+/// Parses a bind_info value at `path()`; None when absent or null. The path
+/// is only built for a message.
+pub(super) fn parse(
+    path: impl Fn() -> String,
+    value: Option<&Json<'_>>,
+) -> Result<Option<Value>, Rejection> {
     let rows = match value {
-        None | Some(Value::Null) => return Ok(None),
-        Some(Value::Array(rows)) => rows,
-        Some(_) => return Err(Rejection::invalid(path, "must be an array or null")),
+        None | Some(Json::Null) => return Ok(None),
+        Some(Json::Array(rows)) => rows,
+        Some(_) => return Err(Rejection::invalid(path(), "must be an array or null")),
     };
     rows.iter()
         .enumerate()
-        .map(|(i, row)| parse_row(&format!("{path}[{i}]"), row))
+        .map(|(i, row)| parse_row(|| format!("{}[{i}]", path()), row))
         .collect::<Result<Vec<_>, _>>()
         .map(|rows| Some(Value::Array(rows)))
 }
 
-fn parse_row(path: &str, row: &Value) -> Result<Value, Rejection> {
-    let Value::Object(row) = row else {
-        return Err(Rejection::invalid(path, "must be an object"));
+/// A row's keys as sent (the last of duplicates).
+#[derive(Default)]
+struct Row<'j, 'a> {
+    enable: Option<&'j Json<'a>>,
+    ip: Option<&'j Json<'a>>,
+    port: Option<&'j Json<'a>>,
+    protocol: Option<&'j Json<'a>>,
+    template_row_id: Option<&'j Json<'a>>,
+    row_id: Option<&'j Json<'a>>,
+}
+
+fn parse_row(path: impl Fn() -> String, row: &Json<'_>) -> Result<Value, Rejection> {
+    let Json::Object(entries) = row else {
+        return Err(Rejection::invalid(path(), "must be an object"));
     };
-    if let Some(key) = row.keys().find(|key| !KEYS.contains(&key.as_str())) {
+    // The first in key order, as the keys of a `serde_json::Map` come.
+    let unknown = entries
+        .iter()
+        .map(|(key, _)| key.as_ref())
+        .filter(|key| !KEYS.contains(key))
+        .min();
+    if let Some(key) = unknown {
         return Err(Rejection::invalid(
-            format!("{path}.{key}"),
+            format!("{}.{key}", path()),
             "is not a bind_info key",
         ));
     }
-    let at = |key: &str| format!("{path}.{key}");
-    if let Some(enable) = row.get("enable")
-        && !enable.is_boolean()
+    let mut row = Row::default();
+    for (key, value) in entries {
+        let slot = match key.as_ref() {
+            "enable" => &mut row.enable,
+            "ip" => &mut row.ip,
+            "port" => &mut row.port,
+            "protocol" => &mut row.protocol,
+            "template_row_id" => &mut row.template_row_id,
+            _ => &mut row.row_id,
+        };
+        *slot = Some(value);
+    }
+    let at = |key: &str| format!("{}.{key}", path());
+    if let Some(enable) = row.enable
+        && !matches!(enable, Json::Bool(_))
     {
         return Err(Rejection::invalid(at("enable"), "must be a bool"));
     }
-    match row.get("ip") {
-        None | Some(Value::Null) => {}
-        Some(Value::String(ip)) if ip.is_empty() || ip.parse::<IpAddr>().is_ok() => {}
-        Some(Value::String(ip)) => {
+    match row.ip {
+        None | Some(Json::Null) => {}
+        Some(Json::Str(ip)) if ip.is_empty() || ip.parse::<IpAddr>().is_ok() => {}
+        Some(Json::Str(ip)) => {
             return Err(Rejection::invalid(
                 at("ip"),
                 format!("{} is not an IP address", quote(ip)),
@@ -61,8 +95,8 @@ fn parse_row(path: &str, row: &Value) -> Result<Value, Rejection> {
         }
         Some(_) => return Err(Rejection::invalid(at("ip"), "must be a string or null")),
     }
-    if let Some(port) = row.get("port") {
-        let Value::String(port) = port else {
+    if let Some(port) = row.port {
+        let Json::Str(port) = port else {
             return Err(Rejection::invalid(at("port"), "must be a string"));
         };
         if !is_port_or_range(port) {
@@ -72,44 +106,61 @@ fn parse_row(path: &str, row: &Value) -> Result<Value, Rejection> {
             ));
         }
     }
-    if let Some(protocol) = row.get("protocol") {
-        let Value::String(protocol) = protocol else {
+    if let Some(protocol) = row.protocol {
+        let Json::Str(protocol) = protocol else {
             return Err(Rejection::invalid(at("protocol"), "must be a string"));
         };
-        if !PROTOCOLS.contains(&protocol.as_str()) {
+        if !PROTOCOLS.contains(&protocol.as_ref()) {
             let what = format!("{} is not \"1\", \"2\", \"3\" or \"4\"", quote(protocol));
             return Err(Rejection::invalid(at("protocol"), what));
         }
     }
-    normalise_row_id(path, row)
+    normalise_row_id(&at, &row)
 }
 
 /// `row_id` is the seed's name for `template_row_id`: check both, keep one.
-fn normalise_row_id(path: &str, row: &Map<String, Value>) -> Result<Value, Rejection> {
-    let template = row_id(path, row, "template_row_id")?;
-    let alias = row_id(path, row, "row_id")?;
+/// The row is stored as sent otherwise.
+fn normalise_row_id(at: &dyn Fn(&str) -> String, row: &Row<'_, '_>) -> Result<Value, Rejection> {
+    let template = row_id(at, "template_row_id", row.template_row_id)?;
+    let alias = row_id(at, "row_id", row.row_id)?;
     if let (Some(t), Some(a)) = (template, alias)
         && t != a
     {
         let what = format!("{a} differs from template_row_id {t}");
-        return Err(Rejection::invalid(format!("{path}.row_id"), what));
+        return Err(Rejection::invalid(at("row_id"), what));
     }
-    let mut out = row.clone();
-    if let Some(sent) = out.remove("row_id")
+    let mut out = Map::new();
+    let sent = [
+        ("enable", row.enable),
+        ("ip", row.ip),
+        ("port", row.port),
+        ("protocol", row.protocol),
+        ("template_row_id", row.template_row_id),
+    ];
+    for (key, value) in sent {
+        if let Some(value) = value {
+            out.insert(key.to_owned(), value.to_value());
+        }
+    }
+    if let Some(sent) = row.row_id
         && template.is_none()
     {
-        out.insert("template_row_id".to_owned(), sent);
+        out.insert("template_row_id".to_owned(), sent.to_value());
     }
     Ok(Value::Object(out))
 }
 
 /// A row id: a JSON integer that fits i64, or null/absent (None).
-fn row_id(path: &str, row: &Map<String, Value>, key: &str) -> Result<Option<i64>, Rejection> {
-    match row.get(key) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::Number(n)) if n.is_i64() => Ok(n.as_i64()),
+fn row_id(
+    at: &dyn Fn(&str) -> String,
+    key: &str,
+    value: Option<&Json<'_>>,
+) -> Result<Option<i64>, Rejection> {
+    match value {
+        None | Some(Json::Null) => Ok(None),
+        Some(Json::Number(n)) if n.is_i64() => Ok(n.as_i64()),
         Some(_) => Err(Rejection::invalid(
-            format!("{path}.{key}"),
+            at(key),
             "must be an integer that fits 64 bits",
         )),
     }

@@ -4,8 +4,11 @@
 //!
 //! - [`code`]: the contract's result codes and their metric labels.
 //! - [`rejection`]: a final "no" (code + message naming the path).
+//! - [`wire`]: the body as sent, borrowed: the top-level keys as slots,
+//!   their values as borrowed JSON trees; no `serde_json::Value`.
 //! - [`decode`]: check (1), is the body a readable request at all; also the
-//!   request's meaning hash, computed by [`meaning`].
+//!   request's meaning hash, computed by [`meaning`], and the checks of
+//!   [`validate`], run while the borrowed body is at hand.
 //! - [`validate`]: checks (3) top-level keys and types and (4) the number of
 //!   processes, turning a [`Decoded`] into a [`Request`].
 //! - [`process_info`] and [`bind_info`]: check (6), one process at a time.
@@ -27,6 +30,7 @@ pub mod reply;
 mod request;
 mod uniqueness;
 mod validate;
+mod wire;
 
 #[cfg(test)]
 mod tests;
