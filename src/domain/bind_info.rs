@@ -2,10 +2,10 @@
 //! (only the keys present), and normalised to the `template_row_id` name.
 
 use std::net::IpAddr;
-
-use serde_json::{Map, Value};
+use std::ops::Range;
 
 use super::Rejection;
+use super::prepared::{Prepared, Row};
 use super::rejection::quote;
 use super::wire::Json;
 
@@ -21,27 +21,29 @@ const KEYS: [&str; 6] = [
 /// `"1"` TCP, `"2"` UDP, `"3"` TCP6, `"4"` UDP6.
 const PROTOCOLS: [&str; 4] = ["1", "2", "3", "4"];
 
-/// Parses a bind_info value at `path()`; None when absent or null. The path
-/// is only built for a message.
+/// Parses a bind_info value at `path()` into `out`'s rows; None when absent
+/// or null. The path is only built for a message.
 pub(super) fn parse(
     path: impl Fn() -> String,
     value: Option<&Json<'_>>,
-) -> Result<Option<Value>, Rejection> {
+    out: &mut Prepared,
+) -> Result<Option<Range<usize>>, Rejection> {
     let rows = match value {
         None | Some(Json::Null) => return Ok(None),
         Some(Json::Array(rows)) => rows,
         Some(_) => return Err(Rejection::invalid(path(), "must be an array or null")),
     };
-    rows.iter()
-        .enumerate()
-        .map(|(i, row)| parse_row(|| format!("{}[{i}]", path()), row))
-        .collect::<Result<Vec<_>, _>>()
-        .map(|rows| Some(Value::Array(rows)))
+    let start = out.rows.len();
+    for (i, row) in rows.iter().enumerate() {
+        let row = parse_row(|| format!("{}[{i}]", path()), row, out)?;
+        out.rows.push(row);
+    }
+    Ok(Some(start..out.rows.len()))
 }
 
 /// A row's keys as sent (the last of duplicates).
 #[derive(Default)]
-struct Row<'j, 'a> {
+struct Sent<'j, 'a> {
     enable: Option<&'j Json<'a>>,
     ip: Option<&'j Json<'a>>,
     port: Option<&'j Json<'a>>,
@@ -50,7 +52,11 @@ struct Row<'j, 'a> {
     row_id: Option<&'j Json<'a>>,
 }
 
-fn parse_row(path: impl Fn() -> String, row: &Json<'_>) -> Result<Value, Rejection> {
+fn parse_row(
+    path: impl Fn() -> String,
+    row: &Json<'_>,
+    out: &mut Prepared,
+) -> Result<Row, Rejection> {
     let Json::Object(entries) = row else {
         return Err(Rejection::invalid(path(), "must be an object"));
     };
@@ -66,27 +72,32 @@ fn parse_row(path: impl Fn() -> String, row: &Json<'_>) -> Result<Value, Rejecti
             "is not a bind_info key",
         ));
     }
-    let mut row = Row::default();
+    let mut sent = Sent::default();
     for (key, value) in entries {
         let slot = match key.as_ref() {
-            "enable" => &mut row.enable,
-            "ip" => &mut row.ip,
-            "port" => &mut row.port,
-            "protocol" => &mut row.protocol,
-            "template_row_id" => &mut row.template_row_id,
-            _ => &mut row.row_id,
+            "enable" => &mut sent.enable,
+            "ip" => &mut sent.ip,
+            "port" => &mut sent.port,
+            "protocol" => &mut sent.protocol,
+            "template_row_id" => &mut sent.template_row_id,
+            _ => &mut sent.row_id,
         };
         *slot = Some(value);
     }
     let at = |key: &str| format!("{}.{key}", path());
-    if let Some(enable) = row.enable
-        && !matches!(enable, Json::Bool(_))
-    {
-        return Err(Rejection::invalid(at("enable"), "must be a bool"));
+    let mut row = Row::default();
+    if let Some(enable) = sent.enable {
+        let Json::Bool(enable) = enable else {
+            return Err(Rejection::invalid(at("enable"), "must be a bool"));
+        };
+        row.enable = Some(*enable);
     }
-    match row.ip {
-        None | Some(Json::Null) => {}
-        Some(Json::Str(ip)) if ip.is_empty() || ip.parse::<IpAddr>().is_ok() => {}
+    row.ip = match sent.ip {
+        None => None,
+        Some(Json::Null) => Some(None),
+        Some(Json::Str(ip)) if ip.is_empty() || ip.parse::<IpAddr>().is_ok() => {
+            Some(Some(out.keep(ip)))
+        }
         Some(Json::Str(ip)) => {
             return Err(Rejection::invalid(
                 at("ip"),
@@ -94,8 +105,8 @@ fn parse_row(path: impl Fn() -> String, row: &Json<'_>) -> Result<Value, Rejecti
             ));
         }
         Some(_) => return Err(Rejection::invalid(at("ip"), "must be a string or null")),
-    }
-    if let Some(port) = row.port {
+    };
+    if let Some(port) = sent.port {
         let Json::Str(port) = port else {
             return Err(Rejection::invalid(at("port"), "must be a string"));
         };
@@ -105,8 +116,9 @@ fn parse_row(path: impl Fn() -> String, row: &Json<'_>) -> Result<Value, Rejecti
                 format!("{} is not a port", quote(port)),
             ));
         }
+        row.port = Some(out.keep(port));
     }
-    if let Some(protocol) = row.protocol {
+    if let Some(protocol) = sent.protocol {
         let Json::Str(protocol) = protocol else {
             return Err(Rejection::invalid(at("protocol"), "must be a string"));
         };
@@ -114,40 +126,31 @@ fn parse_row(path: impl Fn() -> String, row: &Json<'_>) -> Result<Value, Rejecti
             let what = format!("{} is not \"1\", \"2\", \"3\" or \"4\"", quote(protocol));
             return Err(Rejection::invalid(at("protocol"), what));
         }
+        row.protocol = Some(out.keep(protocol));
     }
-    normalise_row_id(&at, &row)
+    row.template_row_id = template_row_id(&at, &sent)?;
+    Ok(row)
 }
 
-/// `row_id` is the seed's name for `template_row_id`: check both, keep one.
-/// The row is stored as sent otherwise.
-fn normalise_row_id(at: &dyn Fn(&str) -> String, row: &Row<'_, '_>) -> Result<Value, Rejection> {
-    let template = row_id(at, "template_row_id", row.template_row_id)?;
-    let alias = row_id(at, "row_id", row.row_id)?;
+/// `row_id` is the seed's name for `template_row_id`: check both, keep one,
+/// as sent (null included): `template_row_id` unless only `row_id` has a value.
+fn template_row_id(
+    at: &dyn Fn(&str) -> String,
+    sent: &Sent<'_, '_>,
+) -> Result<Option<Option<i64>>, Rejection> {
+    let template = row_id(at, "template_row_id", sent.template_row_id)?;
+    let alias = row_id(at, "row_id", sent.row_id)?;
     if let (Some(t), Some(a)) = (template, alias)
         && t != a
     {
         let what = format!("{a} differs from template_row_id {t}");
         return Err(Rejection::invalid(at("row_id"), what));
     }
-    let mut out = Map::new();
-    let sent = [
-        ("enable", row.enable),
-        ("ip", row.ip),
-        ("port", row.port),
-        ("protocol", row.protocol),
-        ("template_row_id", row.template_row_id),
-    ];
-    for (key, value) in sent {
-        if let Some(value) = value {
-            out.insert(key.to_owned(), value.to_value());
-        }
-    }
-    if let Some(sent) = row.row_id
-        && template.is_none()
-    {
-        out.insert("template_row_id".to_owned(), sent.to_value());
-    }
-    Ok(Value::Object(out))
+    Ok(match (sent.template_row_id, sent.row_id) {
+        (_, Some(_)) if template.is_none() => Some(alias),
+        (Some(_), _) => Some(template),
+        (None, _) => None,
+    })
 }
 
 /// A row id: a JSON integer that fits i64, or null/absent (None).

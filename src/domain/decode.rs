@@ -6,8 +6,9 @@
 use std::fmt;
 
 use super::depth::{self, MAX_DEPTH};
+use super::prepared::Prepared;
 use super::wire::{self, Json, Wire};
-use super::{Code, MAX_REQUEST_ID_CHARS, Rejection, Request, meaning, validate};
+use super::{Code, MAX_REQUEST_ID_CHARS, Rejection, meaning, validate};
 
 /// Why a message cannot be read as a request. Never carries body content.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -72,7 +73,7 @@ pub struct Decoded {
     /// SHA-256 of the request's meaning, for the idempotency check (2).
     pub meaning: [u8; 32],
     /// The outcome of validation. Secrets were dropped at decode.
-    pub(super) checked: Result<Request, Rejection>,
+    pub(super) checked: Result<Prepared, Rejection>,
 }
 
 /// By hand, so that no field of the body ever reaches a log line.

@@ -9,6 +9,7 @@
 //! duplicate keys, scalars as serde_json writes them): stored hashes depend on
 //! it byte for byte, and `tests/meaning.rs` pins it.
 
+use std::borrow::Cow;
 use std::io::Write;
 
 use sha2::{Digest, Sha256};
@@ -40,7 +41,7 @@ pub(super) fn hash(wire: &Wire<'_>) -> [u8; 32] {
         if i > 0 {
             out.put(b",");
         }
-        out.key(key);
+        out.key(&Cow::Borrowed(key));
         out.value(value);
     }
     out.put(b"}");
@@ -110,7 +111,7 @@ impl Canonical {
 
     /// Keys sorted bytewise (a stable sort keeps duplicates in sent order),
     /// and of duplicates only the last, as a `BTreeMap` built from the body.
-    fn object(&mut self, entries: &[(std::borrow::Cow<'_, str>, Json<'_>)]) {
+    fn object(&mut self, entries: &[(Cow<'_, str>, Json<'_>)]) {
         let start = self.order.len();
         self.order.extend(0..entries.len());
         self.order[start..].sort_by(|&a, &b| entries[a].0.cmp(&entries[b].0));
@@ -133,20 +134,38 @@ impl Canonical {
         self.order.truncate(start);
     }
 
-    fn key(&mut self, key: &str) {
+    #[allow(
+        clippy::ptr_arg,
+        reason = "whether the key is borrowed from the body matters"
+    )]
+    fn key(&mut self, key: &Cow<'_, str>) {
         self.string(key);
         self.put(b":");
     }
 
     /// A string exactly as serde_json writes it: only `"`, `\\` and control
-    /// characters are escaped, so a string without them goes as it is.
-    fn string(&mut self, s: &str) {
-        if s.bytes().any(|b| b < 0x20 || b == b'"' || b == b'\\') {
-            let _ = serde_json::to_writer(&mut *self, s);
-        } else {
+    /// characters are escaped. A string borrowed from the body has none of
+    /// them (it had no escape, and the parser refuses raw control
+    /// characters), so it goes as it is.
+    #[allow(
+        clippy::ptr_arg,
+        reason = "whether the string is borrowed from the body matters"
+    )]
+    fn string(&mut self, s: &Cow<'_, str>) {
+        let escaped = |s: &str| s.bytes().any(|b| b < 0x20 || b == b'"' || b == b'\\');
+        let plain = match s {
+            Cow::Borrowed(s) => {
+                debug_assert!(!escaped(s), "a borrowed string needs no escape");
+                true
+            }
+            Cow::Owned(s) => !escaped(s),
+        };
+        if plain {
             self.put(b"\"");
             self.put(s.as_bytes());
             self.put(b"\"");
+        } else {
+            let _ = serde_json::to_writer(&mut *self, s.as_ref());
         }
     }
 }

@@ -13,6 +13,7 @@
 //!   processes, turning a [`Decoded`] into a [`Request`].
 //! - [`process_info`] and [`bind_info`]: check (6), one process at a time.
 //! - [`uniqueness`]: check (7), within the request and against the database.
+//! - [`prepared`]: the outcome of the checks, compact, between decode and validate.
 //! - [`request`]: the validated request, what the store writes.
 //! - [`reply`]: the exact envelope bytes that are published and stored.
 //!
@@ -24,6 +25,7 @@ mod code;
 mod decode;
 mod depth;
 mod meaning;
+mod prepared;
 mod process_info;
 mod rejection;
 pub mod reply;

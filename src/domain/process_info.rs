@@ -4,9 +4,10 @@
 
 use std::ops::RangeInclusive;
 
+use super::prepared::{Prepared, ProcessSpans, Span};
 use super::validate::Entries;
 use super::wire::Json;
-use super::{Process, Rejection, bind_info};
+use super::{Rejection, bind_info};
 
 /// Limit for names and short texts, in bytes after trimming.
 const SHORT: usize = 256;
@@ -68,8 +69,12 @@ impl<'j, 'a> From<Entries<'j, 'a>> for Fields<'j, 'a> {
     }
 }
 
-/// Parses `processes[index].process_info`.
-pub(super) fn parse(index: usize, entries: Entries<'_, '_>) -> Result<Process, Rejection> {
+/// Parses `processes[index].process_info`, keeping its strings in `out`.
+pub(super) fn parse(
+    index: usize,
+    entries: Entries<'_, '_>,
+    out: &mut Prepared,
+) -> Result<ProcessSpans, Rejection> {
     let f = Fields::from(entries);
     let info = Info { index };
     if f.bk_process_name.is_none() {
@@ -79,30 +84,40 @@ pub(super) fn parse(index: usize, entries: Entries<'_, '_>) -> Result<Process, R
         return Err(Rejection::missing(info.at("bk_func_name")));
     }
     let (required, optional) = (Need::Required, Need::Optional);
-    Ok(Process {
-        bk_process_name: info.string("bk_process_name", f.bk_process_name, SHORT, required)?,
-        bk_func_name: info.string("bk_func_name", f.bk_func_name, SHORT, required)?,
-        bk_start_param_regex: info.string(
+    // In the contract's table order, which is also Process's field order.
+    let strings = [
+        ("bk_process_name", f.bk_process_name, SHORT, required),
+        ("bk_func_name", f.bk_func_name, SHORT, required),
+        (
             "bk_start_param_regex",
             f.bk_start_param_regex,
             LONG,
             optional,
-        )?,
-        description: info.string("description", f.description, SHORT, optional)?,
-        user: info.string("user", f.user, SHORT, optional)?,
-        work_path: info.string("work_path", f.work_path, LONG, optional)?,
-        pid_file: info.string("pid_file", f.pid_file, LONG, optional)?,
-        start_cmd: info.string("start_cmd", f.start_cmd, LONG, optional)?,
-        stop_cmd: info.string("stop_cmd", f.stop_cmd, LONG, optional)?,
-        restart_cmd: info.string("restart_cmd", f.restart_cmd, LONG, optional)?,
-        reload_cmd: info.string("reload_cmd", f.reload_cmd, LONG, optional)?,
-        face_stop_cmd: info.string("face_stop_cmd", f.face_stop_cmd, LONG, optional)?,
-        proc_num: info.int("proc_num", f.proc_num, 1..=10_000)?,
-        priority: info.int("priority", f.priority, -100..=10_000)?,
-        timeout: info.int("timeout", f.timeout, 0..=10_000)?,
-        bk_start_check_secs: info.int("bk_start_check_secs", f.bk_start_check_secs, 0..=600)?,
+        ),
+        ("description", f.description, SHORT, optional),
+        ("user", f.user, SHORT, optional),
+        ("work_path", f.work_path, LONG, optional),
+        ("pid_file", f.pid_file, LONG, optional),
+        ("start_cmd", f.start_cmd, LONG, optional),
+        ("stop_cmd", f.stop_cmd, LONG, optional),
+        ("restart_cmd", f.restart_cmd, LONG, optional),
+        ("reload_cmd", f.reload_cmd, LONG, optional),
+        ("face_stop_cmd", f.face_stop_cmd, LONG, optional),
+    ];
+    let mut spans: [Span; 12] = std::array::from_fn(|_| 0..0);
+    for (span, (key, value, limit, need)) in spans.iter_mut().zip(strings) {
+        *span = out.keep(info.string(key, value, limit, need)?);
+    }
+    Ok(ProcessSpans {
+        strings: spans,
+        ints: [
+            info.int("proc_num", f.proc_num, 1..=10_000)?,
+            info.int("priority", f.priority, -100..=10_000)?,
+            info.int("timeout", f.timeout, 0..=10_000)?,
+            info.int("bk_start_check_secs", f.bk_start_check_secs, 0..=600)?,
+        ],
         auto_start: info.flag("auto_start", f.auto_start)?,
-        bind_info: bind_info::parse(|| info.at("bind_info"), f.bind_info)?,
+        bind_info: bind_info::parse(|| info.at("bind_info"), f.bind_info, out)?,
     })
 }
 
@@ -124,15 +139,15 @@ impl Info {
     }
 
     /// A string, trimmed and stored trimmed; null means `""` when optional.
-    fn string(
+    fn string<'j>(
         &self,
         key: &str,
-        value: Option<&Json<'_>>,
+        value: Option<&'j Json<'_>>,
         limit: usize,
         need: Need,
-    ) -> Result<String, Rejection> {
+    ) -> Result<&'j str, Rejection> {
         let text = match (value, need) {
-            (None | Some(Json::Null), Need::Optional) => return Ok(String::new()),
+            (None | Some(Json::Null), Need::Optional) => return Ok(""),
             (Some(Json::Null), Need::Required) => {
                 return Err(Rejection::invalid(self.at(key), "must not be null"));
             }
@@ -150,7 +165,7 @@ impl Info {
             let what = format!("is {} bytes after trimming, limit {limit}", text.len());
             return Err(Rejection::invalid(self.at(key), what));
         }
-        Ok(text.to_owned())
+        Ok(text)
     }
 
     /// A JSON integer (not a float, not a string) in `range`, or null.

@@ -3,8 +3,9 @@
 //! Top-level problems are about the message's shape, so a wrong JSON type is
 //! 1199000 here, while inside process_info every problem is 1199011.
 
+use super::prepared::Prepared;
 use super::wire::{Json, Secret, Wire};
-use super::{Code, Decoded, MAX_PROCESSES, Rejection, Request, process_info, uniqueness};
+use super::{Code, Decoded, MAX_PROCESSES, Rejection, Request, process_info};
 
 impl Decoded {
     /// Checks (3) top-level keys and types, (4) number of processes; and eagerly
@@ -14,12 +15,16 @@ impl Decoded {
     /// The checks ran in [`super::decode`], while the body was at hand;
     /// this hands out their outcome.
     pub fn validate(&self) -> Result<Request, Rejection> {
-        self.checked.clone()
+        match &self.checked {
+            Ok(prepared) => Ok(prepared.request(&self.request_id)),
+            Err(rejection) => Err(rejection.clone()),
+        }
     }
 }
 
-/// The checks of [`Decoded::validate`], on the borrowed body.
-pub(super) fn check(request_id: &str, top: &Wire<'_>) -> Result<Request, Rejection> {
+/// The checks of [`Decoded::validate`] on the borrowed body, but (7a),
+/// which runs on the owned processes.
+pub(super) fn check(request_id: &str, top: &Wire<'_>) -> Result<Prepared, Rejection> {
     if request_id.contains('\0') {
         return Err(Rejection::invalid("request_id", "contains NUL"));
     }
@@ -53,20 +58,24 @@ pub(super) fn check(request_id: &str, top: &Wire<'_>) -> Result<Request, Rejecti
             format!("processes: {} items, limit {MAX_PROCESSES}", items.len()),
         ));
     }
+    let mut out = Prepared {
+        text: String::new(),
+        bk_biz_id,
+        bk_supplier_account: None,
+        service_instance_id,
+        bk_username: None,
+        processes: Ok(Vec::with_capacity(items.len())),
+        rows: Vec::new(),
+    };
+    out.bk_supplier_account = supplier.map(|s| out.keep(s));
+    out.bk_username = bk_username.map(|s| out.keep(s));
     let processes = items
         .iter()
         .enumerate()
-        .map(|(i, info)| process_info::parse(i, info))
-        .collect::<Result<Vec<_>, _>>()
-        .and_then(|processes| uniqueness::within_request(&processes).map(|()| processes));
-    Ok(Request {
-        request_id: request_id.to_owned(),
-        bk_biz_id,
-        bk_supplier_account: supplier.unwrap_or_else(|| "0".to_owned()),
-        service_instance_id,
-        bk_username: bk_username.unwrap_or_default(),
-        processes,
-    })
+        .map(|(i, info)| process_info::parse(i, info, &mut out))
+        .collect();
+    out.processes = processes;
+    Ok(out)
 }
 
 /// An id column: a JSON integer in 1..=i64::MAX.
@@ -97,17 +106,17 @@ fn positive_id(key: &str, value: Option<&Json<'_>>) -> Result<i64, Rejection> {
 
 /// An optional top-level string, taken as sent; null counts as absent.
 /// `stored` strings may not hold NUL, which PostgreSQL text cannot keep.
-fn optional_string(
+fn optional_string<'j>(
     key: &str,
-    value: Option<&Json<'_>>,
+    value: Option<&'j Json<'_>>,
     stored: bool,
-) -> Result<Option<String>, Rejection> {
+) -> Result<Option<&'j str>, Rejection> {
     match value {
         None | Some(Json::Null) => Ok(None),
         Some(Json::Str(s)) if stored && s.contains('\0') => {
             Err(Rejection::invalid(key, "contains NUL"))
         }
-        Some(Json::Str(s)) => Ok(Some(s.as_ref().to_owned())),
+        Some(Json::Str(s)) => Ok(Some(s.as_ref())),
         Some(_) => Err(Rejection::bad_json(key, "must be a string")),
     }
 }
@@ -142,7 +151,7 @@ fn process_items<'j, 'a>(
             };
             let info = item.iter().rev().find(|(key, _)| key == "process_info");
             match info {
-                Some((_, Json::Object(info))) => Ok(info.as_slice()),
+                Some((_, Json::Object(info))) => Ok(&info[..]),
                 _ => Err(Rejection::bad_json(
                     format!("processes[{i}].process_info"),
                     "must be an object",

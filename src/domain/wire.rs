@@ -15,38 +15,20 @@ use std::borrow::Cow;
 use std::fmt;
 
 use serde::de::{Deserialize, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
-use serde_json::{Map, Number, Value};
+use serde_json::Number;
 
 /// A JSON value borrowed from the body. Objects keep their entries in the
 /// order sent, duplicates included; a lookup takes the last, as bk-cmdb does.
+/// Boxed slices keep it at 24 bytes, so a process_info's entries stay a
+/// small allocation.
 #[derive(Debug, Clone, PartialEq)]
 pub(super) enum Json<'a> {
     Null,
     Bool(bool),
     Number(Number),
     Str(Cow<'a, str>),
-    Array(Vec<Json<'a>>),
-    Object(Vec<(Cow<'a, str>, Json<'a>)>),
-}
-
-impl Json<'_> {
-    /// The owned `serde_json::Value` of this tree (duplicate keys: the last).
-    pub(super) fn to_value(&self) -> Value {
-        match self {
-            Json::Null => Value::Null,
-            Json::Bool(b) => Value::Bool(*b),
-            Json::Number(n) => Value::Number(n.clone()),
-            Json::Str(s) => Value::String(s.as_ref().to_owned()),
-            Json::Array(items) => Value::Array(items.iter().map(Json::to_value).collect()),
-            Json::Object(entries) => {
-                let mut map = Map::new();
-                for (key, value) in entries {
-                    map.insert(key.as_ref().to_owned(), value.to_value());
-                }
-                Value::Object(map)
-            }
-        }
-    }
+    Array(Box<[Json<'a>]>),
+    Object(Box<[(Cow<'a, str>, Json<'a>)]>),
 }
 
 /// How a secret was sent: its type is validated, its content never kept.
@@ -104,7 +86,7 @@ impl<'de> Visitor<'de> for BodyVisitor {
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
         let mut wire = Wire::default();
-        let mut scratch = Scratch::default();
+        let mut scratch = Scratch::new();
         while let Some(key) = map.next_key_seed(Text)? {
             let slot = match key.as_ref() {
                 "request_id" => &mut wire.request_id,
@@ -175,10 +157,20 @@ impl From<Json<'_>> for Secret {
 /// Where the items and entries of the arrays and objects being parsed
 /// gather, innermost last, so each array or object is allocated once, at
 /// its size, when it ends.
-#[derive(Default)]
 struct Scratch<'de> {
     items: Vec<Json<'de>>,
     entries: Vec<(Cow<'de, str>, Json<'de>)>,
+}
+
+impl Scratch<'_> {
+    /// Sized for a process_info (18 keys) whose last key holds a bind_info
+    /// row (6 keys) without growing.
+    fn new() -> Self {
+        Scratch {
+            items: Vec::with_capacity(8),
+            entries: Vec::with_capacity(32),
+        }
+    }
 }
 
 impl<'de> DeserializeSeed<'de> for &mut Scratch<'de> {
@@ -330,5 +322,16 @@ impl<'de> Visitor<'de> for Checked {
             map.next_value::<Checked>()?;
         }
         Ok(Checked)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn values_and_entries_stay_small() {
+        assert_eq!(std::mem::size_of::<Json<'_>>(), 24);
+        assert_eq!(std::mem::size_of::<(Cow<'_, str>, Json<'_>)>(), 48);
     }
 }
