@@ -122,7 +122,9 @@ proptest! {
 /// some of them refused (beyond the double range, lone surrogates).
 fn raw_json() -> impl Strategy<Value = String> {
     let leaf = prop_oneof![
-        prop::sample::select(vec![
+        // Refused by the parser wherever they stand: rare, or little else is reached.
+        1 => prop::sample::select(vec!["1e400", "\"\\ud800\""]).prop_map(str::to_owned),
+        120 => prop::sample::select(vec![
             "null",
             "true",
             "false",
@@ -137,7 +139,6 @@ fn raw_json() -> impl Strategy<Value = String> {
             "1e2",
             "1E-7",
             "2.5e+300",
-            "1e400",
             "-1e19",
             "9223372036854775807",
             "9223372036854775808",
@@ -153,15 +154,14 @@ fn raw_json() -> impl Strategy<Value = String> {
             "\"10.0.0.1\"",
             "\"a\\u0000b\"",
             "\"\\ud83d\\ude00\"",
-            "\"\\ud800\"",
             "\"\\/\\n\\t\\u00e9\"",
             "\" p \"",
             "\"\\u0020f\"",
         ])
         .prop_map(str::to_owned),
-        "\\PC{0,6}".prop_map(|s| serde_json::to_string(&s).unwrap()),
-        any::<i64>().prop_map(|n| n.to_string()),
-        any::<f64>().prop_map(|n| serde_json::to_string(&n).unwrap()),
+        40 => "\\PC{0,6}".prop_map(|s| serde_json::to_string(&s).unwrap()),
+        20 => any::<i64>().prop_map(|n| n.to_string()),
+        20 => any::<f64>().prop_map(|n| serde_json::to_string(&n).unwrap()),
     ];
     leaf.prop_recursive(5, 48, 6, |inner| {
         prop_oneof![
@@ -204,11 +204,11 @@ fn raw_request() -> impl Strategy<Value = String> {
         4 => prop::collection::vec(item, 0..4).prop_map(|items| format!("[{}]", items.join(","))),
         1 => raw_json(),
     ];
-    let top = prop::collection::vec((raw_key(), raw_json()), 0..4);
+    let top = prop::collection::vec((raw_key(), raw_json()), 0..3);
     (
         processes,
         top,
-        prop::sample::select(vec!["1", "2", "\"1\"", "0"]),
+        prop::sample::select(vec!["1", "2", "3", "7", "\"1\"", "0"]),
     )
         .prop_map(|(processes, top, id)| {
             let mut fields = vec![
