@@ -2,11 +2,12 @@
 //! (only the keys present), and normalised to the `template_row_id` name.
 
 use std::net::IpAddr;
-
-use serde_json::{Map, Value};
+use std::ops::Range;
 
 use super::Rejection;
+use super::prepared::{Prepared, Row};
 use super::rejection::quote;
+use super::wire::Json;
 
 const KEYS: [&str; 6] = [
     "enable",
@@ -20,49 +21,93 @@ const KEYS: [&str; 6] = [
 /// `"1"` TCP, `"2"` UDP, `"3"` TCP6, `"4"` UDP6.
 const PROTOCOLS: [&str; 4] = ["1", "2", "3", "4"];
 
-/// Parses a bind_info value at `path`; None when absent or null.
-pub(super) fn parse(path: &str, value: Option<&Value>) -> Result<Option<Value>, Rejection> {
+/// Parses a bind_info value at `path()` into `out`'s rows; None when absent
+/// or null. The path is only built for a message.
+pub(super) fn parse(
+    path: impl Fn() -> String,
+    value: Option<&Json<'_>>,
+    out: &mut Prepared,
+) -> Result<Option<Range<usize>>, Rejection> {
     let rows = match value {
-        None | Some(Value::Null) => return Ok(None),
-        Some(Value::Array(rows)) => rows,
-        Some(_) => return Err(Rejection::invalid(path, "must be an array or null")),
+        None | Some(Json::Null) => return Ok(None),
+        Some(Json::Array(rows)) => rows,
+        Some(_) => return Err(Rejection::invalid(path(), "must be an array or null")),
     };
-    rows.iter()
-        .enumerate()
-        .map(|(i, row)| parse_row(&format!("{path}[{i}]"), row))
-        .collect::<Result<Vec<_>, _>>()
-        .map(|rows| Some(Value::Array(rows)))
+    let start = out.rows.len();
+    for (i, row) in rows.iter().enumerate() {
+        let row = parse_row(|| format!("{}[{i}]", path()), row, out)?;
+        out.rows.push(row);
+    }
+    Ok(Some(start..out.rows.len()))
 }
 
-fn parse_row(path: &str, row: &Value) -> Result<Value, Rejection> {
-    let Value::Object(row) = row else {
-        return Err(Rejection::invalid(path, "must be an object"));
+/// A row's keys as sent (the last of duplicates).
+#[derive(Default)]
+struct Sent<'j, 'a> {
+    enable: Option<&'j Json<'a>>,
+    ip: Option<&'j Json<'a>>,
+    port: Option<&'j Json<'a>>,
+    protocol: Option<&'j Json<'a>>,
+    template_row_id: Option<&'j Json<'a>>,
+    row_id: Option<&'j Json<'a>>,
+}
+
+fn parse_row(
+    path: impl Fn() -> String,
+    row: &Json<'_>,
+    out: &mut Prepared,
+) -> Result<Row, Rejection> {
+    let Json::Object(entries) = row else {
+        return Err(Rejection::invalid(path(), "must be an object"));
     };
-    if let Some(key) = row.keys().find(|key| !KEYS.contains(&key.as_str())) {
+    // The first in key order, as the keys of a `serde_json::Map` come.
+    let unknown = entries
+        .iter()
+        .map(|(key, _)| key.as_ref())
+        .filter(|key| !KEYS.contains(key))
+        .min();
+    if let Some(key) = unknown {
         return Err(Rejection::invalid(
-            format!("{path}.{key}"),
+            format!("{}.{key}", path()),
             "is not a bind_info key",
         ));
     }
-    let at = |key: &str| format!("{path}.{key}");
-    if let Some(enable) = row.get("enable")
-        && !enable.is_boolean()
-    {
-        return Err(Rejection::invalid(at("enable"), "must be a bool"));
+    let mut sent = Sent::default();
+    for (key, value) in entries {
+        let slot = match key.as_ref() {
+            "enable" => &mut sent.enable,
+            "ip" => &mut sent.ip,
+            "port" => &mut sent.port,
+            "protocol" => &mut sent.protocol,
+            "template_row_id" => &mut sent.template_row_id,
+            _ => &mut sent.row_id,
+        };
+        *slot = Some(value);
     }
-    match row.get("ip") {
-        None | Some(Value::Null) => {}
-        Some(Value::String(ip)) if ip.is_empty() || ip.parse::<IpAddr>().is_ok() => {}
-        Some(Value::String(ip)) => {
+    let at = |key: &str| format!("{}.{key}", path());
+    let mut row = Row::default();
+    if let Some(enable) = sent.enable {
+        let Json::Bool(enable) = enable else {
+            return Err(Rejection::invalid(at("enable"), "must be a bool"));
+        };
+        row.enable = Some(*enable);
+    }
+    row.ip = match sent.ip {
+        None => None,
+        Some(Json::Null) => Some(None),
+        Some(Json::Str(ip)) if ip.is_empty() || ip.parse::<IpAddr>().is_ok() => {
+            Some(Some(out.keep(ip)))
+        }
+        Some(Json::Str(ip)) => {
             return Err(Rejection::invalid(
                 at("ip"),
                 format!("{} is not an IP address", quote(ip)),
             ));
         }
         Some(_) => return Err(Rejection::invalid(at("ip"), "must be a string or null")),
-    }
-    if let Some(port) = row.get("port") {
-        let Value::String(port) = port else {
+    };
+    if let Some(port) = sent.port {
+        let Json::Str(port) = port else {
             return Err(Rejection::invalid(at("port"), "must be a string"));
         };
         if !is_port_or_range(port) {
@@ -71,45 +116,54 @@ fn parse_row(path: &str, row: &Value) -> Result<Value, Rejection> {
                 format!("{} is not a port", quote(port)),
             ));
         }
+        row.port = Some(out.keep(port));
     }
-    if let Some(protocol) = row.get("protocol") {
-        let Value::String(protocol) = protocol else {
+    if let Some(protocol) = sent.protocol {
+        let Json::Str(protocol) = protocol else {
             return Err(Rejection::invalid(at("protocol"), "must be a string"));
         };
-        if !PROTOCOLS.contains(&protocol.as_str()) {
+        if !PROTOCOLS.contains(&protocol.as_ref()) {
             let what = format!("{} is not \"1\", \"2\", \"3\" or \"4\"", quote(protocol));
             return Err(Rejection::invalid(at("protocol"), what));
         }
+        row.protocol = Some(out.keep(protocol));
     }
-    normalise_row_id(path, row)
+    row.template_row_id = template_row_id(&at, &sent)?;
+    Ok(row)
 }
 
-/// `row_id` is the seed's name for `template_row_id`: check both, keep one.
-fn normalise_row_id(path: &str, row: &Map<String, Value>) -> Result<Value, Rejection> {
-    let template = row_id(path, row, "template_row_id")?;
-    let alias = row_id(path, row, "row_id")?;
+/// `row_id` is the seed's name for `template_row_id`: check both, keep one,
+/// as sent (null included): `template_row_id` unless only `row_id` has a value.
+fn template_row_id(
+    at: &dyn Fn(&str) -> String,
+    sent: &Sent<'_, '_>,
+) -> Result<Option<Option<i64>>, Rejection> {
+    let template = row_id(at, "template_row_id", sent.template_row_id)?;
+    let alias = row_id(at, "row_id", sent.row_id)?;
     if let (Some(t), Some(a)) = (template, alias)
         && t != a
     {
         let what = format!("{a} differs from template_row_id {t}");
-        return Err(Rejection::invalid(format!("{path}.row_id"), what));
+        return Err(Rejection::invalid(at("row_id"), what));
     }
-    let mut out = row.clone();
-    if let Some(sent) = out.remove("row_id")
-        && template.is_none()
-    {
-        out.insert("template_row_id".to_owned(), sent);
-    }
-    Ok(Value::Object(out))
+    Ok(match (sent.template_row_id, sent.row_id) {
+        (_, Some(_)) if template.is_none() => Some(alias),
+        (Some(_), _) => Some(template),
+        (None, _) => None,
+    })
 }
 
 /// A row id: a JSON integer that fits i64, or null/absent (None).
-fn row_id(path: &str, row: &Map<String, Value>, key: &str) -> Result<Option<i64>, Rejection> {
-    match row.get(key) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::Number(n)) if n.is_i64() => Ok(n.as_i64()),
+fn row_id(
+    at: &dyn Fn(&str) -> String,
+    key: &str,
+    value: Option<&Json<'_>>,
+) -> Result<Option<i64>, Rejection> {
+    match value {
+        None | Some(Json::Null) => Ok(None),
+        Some(Json::Number(n)) if n.is_i64() => Ok(n.as_i64()),
         Some(_) => Err(Rejection::invalid(
-            format!("{path}.{key}"),
+            at(key),
             "must be an integer that fits 64 bits",
         )),
     }

@@ -5,12 +5,10 @@
 
 use std::fmt;
 
-use serde::Deserialize;
-use serde_json::{Map, Value};
-
 use super::depth::{self, MAX_DEPTH};
-
-use super::{Code, MAX_REQUEST_ID_CHARS, meaning};
+use super::prepared::Prepared;
+use super::wire::{self, Json, Wire};
+use super::{Code, MAX_REQUEST_ID_CHARS, Rejection, meaning, validate};
 
 /// Why a message cannot be read as a request. Never carries body content.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -67,16 +65,15 @@ impl Unreadable {
     }
 }
 
-/// Keys whose values must never be kept where a log line could reach them.
-const SECRET_KEYS: [&str; 2] = ["bk_app_secret", "bk_token"];
-
-/// A readable request, not yet validated.
+/// A readable request. Its validation (checks 3, 4, 6 and 7a) is already
+/// done, from the borrowed body, because the body is not kept: see
+/// [`Decoded::validate`].
 pub struct Decoded {
     pub request_id: String,
     /// SHA-256 of the request's meaning, for the idempotency check (2).
     pub meaning: [u8; 32],
-    /// The body; secret values are already scrubbed (type kept, content gone).
-    pub(super) object: Map<String, Value>,
+    /// The outcome of validation. Secrets were dropped at decode.
+    pub(super) checked: Result<Prepared, Rejection>,
 }
 
 /// By hand, so that no field of the body ever reaches a log line.
@@ -94,12 +91,10 @@ pub fn decode(
     message_id: Option<&str>,
     max_body_bytes: usize,
 ) -> Result<Decoded, Unreadable> {
-    let fallback = message_id
-        .filter(|id| usable_request_id(id))
-        .map(str::to_owned);
+    let usable = |id: &&str| usable_request_id(id);
     let unreadable = |reason| Unreadable {
         reason,
-        request_id: fallback.clone(),
+        request_id: message_id.filter(usable).map(str::to_owned),
     };
     if body.len() > max_body_bytes {
         return Err(unreadable(UnreadableReason::TooLarge {
@@ -107,55 +102,38 @@ pub fn decode(
             limit: max_body_bytes,
         }));
     }
-    let value = parse(body).map_err(|why| unreadable(UnreadableReason::NotJson(why)))?;
-    let Value::Object(mut object) = value else {
-        return Err(unreadable(UnreadableReason::NotObject));
+    let wire = match parse(body) {
+        Ok(Some(wire)) => wire,
+        Ok(None) => return Err(unreadable(UnreadableReason::NotObject)),
+        Err(why) => return Err(unreadable(UnreadableReason::NotJson(why))),
     };
-    let from_body = match object.get("request_id") {
-        Some(Value::String(id)) if usable_request_id(id) => Some(id.clone()),
+    let from_body = match &wire.request_id {
+        Some(Json::Str(id)) if usable_request_id(id) => Some(id.as_ref()),
         _ => None,
     };
-    let Some(request_id) = from_body.or_else(|| fallback.clone()) else {
+    let Some(request_id) = from_body.or(message_id.filter(usable)) else {
         return Err(unreadable(UnreadableReason::NoRequestId));
     };
-    scrub_secrets(&mut object);
-    let meaning = meaning::hash(&object);
+    let request_id = request_id.to_owned();
+    let meaning = meaning::hash(&wire);
+    let checked = validate::check(&request_id, &wire);
     Ok(Decoded {
         request_id,
         meaning,
-        object,
+        checked,
     })
 }
 
 /// Parses JSON as bk-cmdb's decoder accepts it: at most [`MAX_DEPTH`]
 /// levels, numbers within the double range, no lone surrogates, the last of
 /// duplicate keys.
-fn parse(body: &[u8]) -> Result<Value, String> {
+fn parse(body: &[u8]) -> Result<Option<Wire<'_>>, String> {
     if depth::deeper_than(body, MAX_DEPTH) {
         return Err(format!("nesting deeper than {MAX_DEPTH} levels"));
     }
-    let mut deserializer = serde_json::Deserializer::from_slice(body);
-    // The depth was bounded above; serde_json's own guard stops at 127.
-    deserializer.disable_recursion_limit();
-    let value = Value::deserialize(&mut deserializer).map_err(|e| e.to_string())?;
-    deserializer.end().map_err(|e| e.to_string())?;
-    Ok(value)
+    wire::parse(body).map_err(|e| e.to_string())
 }
 
 fn usable_request_id(id: &str) -> bool {
     (1..=MAX_REQUEST_ID_CHARS).contains(&id.chars().count())
-}
-
-/// Replaces secret strings by `""` and other non-null values by `false`:
-/// validation still sees the right or wrong type, and nothing else.
-fn scrub_secrets(object: &mut Map<String, Value>) {
-    for key in SECRET_KEYS {
-        if let Some(value) = object.get_mut(key) {
-            *value = match value {
-                Value::Null => Value::Null,
-                Value::String(_) => Value::String(String::new()),
-                _ => Value::Bool(false),
-            };
-        }
-    }
 }

@@ -4,12 +4,16 @@
 //!
 //! - [`code`]: the contract's result codes and their metric labels.
 //! - [`rejection`]: a final "no" (code + message naming the path).
+//! - [`wire`]: the body as sent, borrowed: the top-level keys as slots,
+//!   their values as borrowed JSON trees; no `serde_json::Value`.
 //! - [`decode`]: check (1), is the body a readable request at all; also the
-//!   request's meaning hash, computed by [`meaning`].
+//!   request's meaning hash, computed by [`meaning`], and the checks of
+//!   [`validate`], run while the borrowed body is at hand.
 //! - [`validate`]: checks (3) top-level keys and types and (4) the number of
 //!   processes, turning a [`Decoded`] into a [`Request`].
 //! - [`process_info`] and [`bind_info`]: check (6), one process at a time.
 //! - [`uniqueness`]: check (7), within the request and against the database.
+//! - [`prepared`]: the outcome of the checks, compact, between decode and validate.
 //! - [`request`]: the validated request, what the store writes.
 //! - [`reply`]: the exact envelope bytes that are published and stored.
 //!
@@ -21,12 +25,14 @@ mod code;
 mod decode;
 mod depth;
 mod meaning;
+mod prepared;
 mod process_info;
 mod rejection;
 pub mod reply;
 mod request;
 mod uniqueness;
 mod validate;
+mod wire;
 
 #[cfg(test)]
 mod tests;

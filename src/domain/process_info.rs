@@ -4,45 +4,120 @@
 
 use std::ops::RangeInclusive;
 
-use serde_json::{Map, Value};
-
-use super::{Process, Rejection, bind_info};
+use super::prepared::{Prepared, ProcessSpans, Span};
+use super::validate::Entries;
+use super::wire::Json;
+use super::{Rejection, bind_info};
 
 /// Limit for names and short texts, in bytes after trimming.
 const SHORT: usize = 256;
 /// Limit for paths, commands and the start parameter regex, in bytes after trimming.
 const LONG: usize = 2000;
 
-/// Parses `processes[index].process_info`.
-pub(super) fn parse(index: usize, map: &Map<String, Value>) -> Result<Process, Rejection> {
-    let info = Info {
-        map,
-        path: format!("processes[{index}].process_info"),
-    };
-    for key in ["bk_process_name", "bk_func_name"] {
-        if !map.contains_key(key) {
-            return Err(Rejection::missing(info.at(key)));
+/// The process_info keys of the contract's table, as sent (the last of
+/// duplicates); other keys are left out.
+#[derive(Default)]
+struct Fields<'j, 'a> {
+    bk_process_name: Option<&'j Json<'a>>,
+    bk_func_name: Option<&'j Json<'a>>,
+    bk_start_param_regex: Option<&'j Json<'a>>,
+    description: Option<&'j Json<'a>>,
+    user: Option<&'j Json<'a>>,
+    work_path: Option<&'j Json<'a>>,
+    pid_file: Option<&'j Json<'a>>,
+    start_cmd: Option<&'j Json<'a>>,
+    stop_cmd: Option<&'j Json<'a>>,
+    restart_cmd: Option<&'j Json<'a>>,
+    reload_cmd: Option<&'j Json<'a>>,
+    face_stop_cmd: Option<&'j Json<'a>>,
+    proc_num: Option<&'j Json<'a>>,
+    priority: Option<&'j Json<'a>>,
+    timeout: Option<&'j Json<'a>>,
+    bk_start_check_secs: Option<&'j Json<'a>>,
+    auto_start: Option<&'j Json<'a>>,
+    bind_info: Option<&'j Json<'a>>,
+}
+
+impl<'j, 'a> From<Entries<'j, 'a>> for Fields<'j, 'a> {
+    fn from(entries: Entries<'j, 'a>) -> Self {
+        let mut f = Fields::default();
+        for (key, value) in entries {
+            let slot = match key.as_ref() {
+                "bk_process_name" => &mut f.bk_process_name,
+                "bk_func_name" => &mut f.bk_func_name,
+                "bk_start_param_regex" => &mut f.bk_start_param_regex,
+                "description" => &mut f.description,
+                "user" => &mut f.user,
+                "work_path" => &mut f.work_path,
+                "pid_file" => &mut f.pid_file,
+                "start_cmd" => &mut f.start_cmd,
+                "stop_cmd" => &mut f.stop_cmd,
+                "restart_cmd" => &mut f.restart_cmd,
+                "reload_cmd" => &mut f.reload_cmd,
+                "face_stop_cmd" => &mut f.face_stop_cmd,
+                "proc_num" => &mut f.proc_num,
+                "priority" => &mut f.priority,
+                "timeout" => &mut f.timeout,
+                "bk_start_check_secs" => &mut f.bk_start_check_secs,
+                "auto_start" => &mut f.auto_start,
+                "bind_info" => &mut f.bind_info,
+                _ => continue,
+            };
+            *slot = Some(value);
         }
+        f
     }
-    Ok(Process {
-        bk_process_name: info.string("bk_process_name", SHORT, Need::Required)?,
-        bk_func_name: info.string("bk_func_name", SHORT, Need::Required)?,
-        bk_start_param_regex: info.string("bk_start_param_regex", LONG, Need::Optional)?,
-        description: info.string("description", SHORT, Need::Optional)?,
-        user: info.string("user", SHORT, Need::Optional)?,
-        work_path: info.string("work_path", LONG, Need::Optional)?,
-        pid_file: info.string("pid_file", LONG, Need::Optional)?,
-        start_cmd: info.string("start_cmd", LONG, Need::Optional)?,
-        stop_cmd: info.string("stop_cmd", LONG, Need::Optional)?,
-        restart_cmd: info.string("restart_cmd", LONG, Need::Optional)?,
-        reload_cmd: info.string("reload_cmd", LONG, Need::Optional)?,
-        face_stop_cmd: info.string("face_stop_cmd", LONG, Need::Optional)?,
-        proc_num: info.int("proc_num", 1..=10_000)?,
-        priority: info.int("priority", -100..=10_000)?,
-        timeout: info.int("timeout", 0..=10_000)?,
-        bk_start_check_secs: info.int("bk_start_check_secs", 0..=600)?,
-        auto_start: info.flag("auto_start")?,
-        bind_info: bind_info::parse(&info.at("bind_info"), map.get("bind_info"))?,
+}
+
+/// Parses `processes[index].process_info`, keeping its strings in `out`.
+pub(super) fn parse(
+    index: usize,
+    entries: Entries<'_, '_>,
+    out: &mut Prepared,
+) -> Result<ProcessSpans, Rejection> {
+    let f = Fields::from(entries);
+    let info = Info { index };
+    if f.bk_process_name.is_none() {
+        return Err(Rejection::missing(info.at("bk_process_name")));
+    }
+    if f.bk_func_name.is_none() {
+        return Err(Rejection::missing(info.at("bk_func_name")));
+    }
+    let (required, optional) = (Need::Required, Need::Optional);
+    // In the contract's table order, which is also Process's field order.
+    let strings = [
+        ("bk_process_name", f.bk_process_name, SHORT, required),
+        ("bk_func_name", f.bk_func_name, SHORT, required),
+        (
+            "bk_start_param_regex",
+            f.bk_start_param_regex,
+            LONG,
+            optional,
+        ),
+        ("description", f.description, SHORT, optional),
+        ("user", f.user, SHORT, optional),
+        ("work_path", f.work_path, LONG, optional),
+        ("pid_file", f.pid_file, LONG, optional),
+        ("start_cmd", f.start_cmd, LONG, optional),
+        ("stop_cmd", f.stop_cmd, LONG, optional),
+        ("restart_cmd", f.restart_cmd, LONG, optional),
+        ("reload_cmd", f.reload_cmd, LONG, optional),
+        ("face_stop_cmd", f.face_stop_cmd, LONG, optional),
+    ];
+    let mut spans: [Span; 12] = std::array::from_fn(|_| 0..0);
+    for (span, (key, value, limit, need)) in spans.iter_mut().zip(strings) {
+        *span = out.keep(info.string(key, value, limit, need)?);
+    }
+    Ok(ProcessSpans {
+        strings: spans,
+        ints: [
+            info.int("proc_num", f.proc_num, 1..=10_000)?,
+            info.int("priority", f.priority, -100..=10_000)?,
+            info.int("timeout", f.timeout, 0..=10_000)?,
+            info.int("bk_start_check_secs", f.bk_start_check_secs, 0..=600)?,
+        ],
+        auto_start: info.flag("auto_start", f.auto_start)?,
+        bind_info: bind_info::parse(|| info.at("bind_info"), f.bind_info, out)?,
     })
 }
 
@@ -53,25 +128,30 @@ enum Need {
     Optional,
 }
 
-/// One process_info object and its path for messages.
-struct Info<'a> {
-    map: &'a Map<String, Value>,
-    path: String,
+/// Where a process_info sits, for messages; the path is only built for one.
+struct Info {
+    index: usize,
 }
 
-impl Info<'_> {
+impl Info {
     fn at(&self, key: &str) -> String {
-        format!("{}.{key}", self.path)
+        format!("processes[{}].process_info.{key}", self.index)
     }
 
     /// A string, trimmed and stored trimmed; null means `""` when optional.
-    fn string(&self, key: &str, limit: usize, need: Need) -> Result<String, Rejection> {
-        let text = match (self.map.get(key), need) {
-            (None | Some(Value::Null), Need::Optional) => return Ok(String::new()),
-            (Some(Value::Null), Need::Required) => {
+    fn string<'j>(
+        &self,
+        key: &str,
+        value: Option<&'j Json<'_>>,
+        limit: usize,
+        need: Need,
+    ) -> Result<&'j str, Rejection> {
+        let text = match (value, need) {
+            (None | Some(Json::Null), Need::Optional) => return Ok(""),
+            (Some(Json::Null), Need::Required) => {
                 return Err(Rejection::invalid(self.at(key), "must not be null"));
             }
-            (Some(Value::String(s)), _) => s.trim(),
+            (Some(Json::Str(s)), _) => s.trim(),
             (Some(_), _) => return Err(Rejection::invalid(self.at(key), "must be a string")),
             (None, Need::Required) => return Err(Rejection::missing(self.at(key))),
         };
@@ -85,14 +165,19 @@ impl Info<'_> {
             let what = format!("is {} bytes after trimming, limit {limit}", text.len());
             return Err(Rejection::invalid(self.at(key), what));
         }
-        Ok(text.to_owned())
+        Ok(text)
     }
 
     /// A JSON integer (not a float, not a string) in `range`, or null.
-    fn int(&self, key: &str, range: RangeInclusive<i32>) -> Result<Option<i32>, Rejection> {
-        let n = match self.map.get(key) {
-            None | Some(Value::Null) => return Ok(None),
-            Some(Value::Number(n)) if n.is_i64() || n.is_u64() => n,
+    fn int(
+        &self,
+        key: &str,
+        value: Option<&Json<'_>>,
+        range: RangeInclusive<i32>,
+    ) -> Result<Option<i32>, Rejection> {
+        let n = match value {
+            None | Some(Json::Null) => return Ok(None),
+            Some(Json::Number(n)) if n.is_i64() || n.is_u64() => n,
             Some(_) => return Err(Rejection::invalid(self.at(key), "must be an integer")),
         };
         let within = n
@@ -109,10 +194,10 @@ impl Info<'_> {
     }
 
     /// A bool; missing or null is false.
-    fn flag(&self, key: &str) -> Result<bool, Rejection> {
-        match self.map.get(key) {
-            None | Some(Value::Null) => Ok(false),
-            Some(Value::Bool(b)) => Ok(*b),
+    fn flag(&self, key: &str, value: Option<&Json<'_>>) -> Result<bool, Rejection> {
+        match value {
+            None | Some(Json::Null) => Ok(false),
+            Some(Json::Bool(b)) => Ok(*b),
             Some(_) => Err(Rejection::invalid(self.at(key), "must be a bool")),
         }
     }

@@ -46,29 +46,11 @@ impl Taken {
     }
 
     fn check(&self, i: usize, process: &Process, against: Against) -> Result<(), Rejection> {
-        let found = match against {
-            Against::Request => "is duplicated within the request",
-            Against::ServiceInstance => "already exists in the service instance",
-        };
-        let path = format!("processes[{i}].process_info");
         if self.names.contains(&process.bk_process_name) {
-            return Err(Rejection::new(
-                Code::Duplicate,
-                format!(
-                    "{path}.bk_process_name: {} {found}",
-                    quote(&process.bk_process_name)
-                ),
-            ));
+            return Err(duplicate_name(i, process, against));
         }
         if self.pairs.contains(&pair(process)) {
-            return Err(Rejection::new(
-                Code::Duplicate,
-                format!(
-                    "{path}.bk_func_name: {} with bk_start_param_regex {} {found}",
-                    quote(&process.bk_func_name),
-                    quote(&process.bk_start_param_regex)
-                ),
-            ));
+            return Err(duplicate_pair(i, process, against));
         }
         Ok(())
     }
@@ -87,11 +69,55 @@ fn pair(process: &Process) -> (String, String) {
 }
 
 /// Check (7), first half: a later process may not repeat an earlier one.
+/// At most [`super::MAX_PROCESSES`] processes: comparing with each earlier
+/// one costs less than hashing copies.
 pub(super) fn within_request(processes: &[Process]) -> Result<(), Rejection> {
-    let mut seen = Taken::default();
     for (i, process) in processes.iter().enumerate() {
-        seen.check(i, process, Against::Request)?;
-        seen.insert(process);
+        let earlier = &processes[..i];
+        if earlier
+            .iter()
+            .any(|p| p.bk_process_name == process.bk_process_name)
+        {
+            return Err(duplicate_name(i, process, Against::Request));
+        }
+        if earlier.iter().any(|p| {
+            p.bk_func_name == process.bk_func_name
+                && p.bk_start_param_regex == process.bk_start_param_regex
+        }) {
+            return Err(duplicate_pair(i, process, Against::Request));
+        }
     }
     Ok(())
+}
+
+impl Against {
+    fn found(self) -> &'static str {
+        match self {
+            Against::Request => "is duplicated within the request",
+            Against::ServiceInstance => "already exists in the service instance",
+        }
+    }
+}
+
+fn duplicate_name(i: usize, process: &Process, against: Against) -> Rejection {
+    Rejection::new(
+        Code::Duplicate,
+        format!(
+            "processes[{i}].process_info.bk_process_name: {} {}",
+            quote(&process.bk_process_name),
+            against.found()
+        ),
+    )
+}
+
+fn duplicate_pair(i: usize, process: &Process, against: Against) -> Rejection {
+    Rejection::new(
+        Code::Duplicate,
+        format!(
+            "processes[{i}].process_info.bk_func_name: {} with bk_start_param_regex {} {}",
+            quote(&process.bk_func_name),
+            quote(&process.bk_start_param_regex),
+            against.found()
+        ),
+    )
 }

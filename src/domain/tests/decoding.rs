@@ -165,7 +165,7 @@ fn secrets_are_scrubbed_from_the_kept_object() {
     request["bk_token"] = json!("t0ken");
     let body = serde_json::to_vec(&request).unwrap();
     let decoded = decode(&body, None, LIMIT).unwrap();
-    let kept = serde_json::to_string(&decoded.object).unwrap();
+    let kept = format!("{:?}", decoded.checked);
     assert!(
         !kept.contains("s3cret") && !kept.contains("t0ken"),
         "{kept}"

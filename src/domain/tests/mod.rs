@@ -5,6 +5,7 @@
 mod bind_info;
 mod decoding;
 mod meaning;
+mod oracle;
 mod process;
 mod props;
 mod reply;

@@ -116,3 +116,170 @@ proptest! {
         }
     }
 }
+
+/// JSON text as a caller may write it, beyond what serde_json writes:
+/// duplicate keys, escapes in keys and strings, numbers in every form,
+/// some of them refused (beyond the double range, lone surrogates).
+fn raw_json() -> impl Strategy<Value = String> {
+    let leaf = prop_oneof![
+        // Refused by the parser wherever they stand: rare, or little else is reached.
+        1 => prop::sample::select(vec!["1e400", "\"\\ud800\""]).prop_map(str::to_owned),
+        120 => prop::sample::select(vec![
+            "null",
+            "true",
+            "false",
+            "0",
+            "-0",
+            "1",
+            "-1",
+            "30",
+            "1.0",
+            "30.5",
+            "-0.0",
+            "1e2",
+            "1E-7",
+            "2.5e+300",
+            "-1e19",
+            "9223372036854775807",
+            "9223372036854775808",
+            "18446744073709551616",
+            "123456789012345678901234",
+            "-123456789012345678901234",
+            "\"\"",
+            "\" \"",
+            "\"80\"",
+            "\"1-2\"",
+            "\"1\"",
+            "\"::1\"",
+            "\"10.0.0.1\"",
+            "\"a\\u0000b\"",
+            "\"\\ud83d\\ude00\"",
+            "\"\\/\\n\\t\\u00e9\"",
+            "\" p \"",
+            "\"\\u0020f\"",
+        ])
+        .prop_map(str::to_owned),
+        40 => "\\PC{0,6}".prop_map(|s| serde_json::to_string(&s).unwrap()),
+        20 => any::<i64>().prop_map(|n| n.to_string()),
+        20 => any::<f64>().prop_map(|n| serde_json::to_string(&n).unwrap()),
+    ];
+    leaf.prop_recursive(5, 48, 6, |inner| {
+        prop_oneof![
+            prop::collection::vec(inner.clone(), 0..6)
+                .prop_map(|items| format!("[{}]", items.join(","))),
+            prop::collection::vec((raw_key(), inner), 0..8).prop_map(|entries| {
+                let entries: Vec<String> = entries
+                    .into_iter()
+                    .map(|(k, v)| format!("{k}:{v}"))
+                    .collect();
+                format!("{{{}}}", entries.join(","))
+            }),
+        ]
+    })
+}
+
+/// A key as JSON text, sometimes escaped, sometimes a known one.
+fn raw_key() -> impl Strategy<Value = String> {
+    prop_oneof![
+        4 => key().prop_map(|k| serde_json::to_string(&k).unwrap()),
+        1 => key().prop_map(|k| format!("\"{}\"", k.replace('_', "\\u005f"))),
+        1 => prop::sample::select(vec!["\"request_id\"", "\"bk_biz_id\"", "\"processes\"",
+            "\"bk_supplier_account\"", "\"service_instance_id\"", "\"bk_token\"", "\"\\u0000\"", "\"\""])
+            .prop_map(str::to_owned),
+    ]
+}
+
+/// A request-shaped body as text: known keys given zero to two times.
+fn raw_request() -> impl Strategy<Value = String> {
+    let info = prop::collection::vec((raw_key(), raw_json()), 0..10).prop_map(|entries| {
+        let mut fields = vec![
+            r#""bk_process_name":"p""#.to_owned(),
+            r#""bk_func_name":"f""#.to_owned(),
+        ];
+        fields.extend(entries.into_iter().map(|(k, v)| format!("{k}:{v}")));
+        format!(r#"{{"process_info":{{{}}}}}"#, fields.join(","))
+    });
+    let item = prop_oneof![4 => info, 1 => raw_json()];
+    let processes = prop_oneof![
+        4 => prop::collection::vec(item, 0..4).prop_map(|items| format!("[{}]", items.join(","))),
+        1 => raw_json(),
+    ];
+    let top = prop::collection::vec((raw_key(), raw_json()), 0..3);
+    (
+        processes,
+        top,
+        prop::sample::select(vec!["1", "2", "3", "7", "\"1\"", "0"]),
+    )
+        .prop_map(|(processes, top, id)| {
+            let mut fields = vec![
+                r#""request_id":"r""#.to_owned(),
+                format!(r#""bk_biz_id":{id}"#),
+                r#""service_instance_id":48"#.to_owned(),
+                format!(r#""processes":{processes}"#),
+            ];
+            fields.extend(top.into_iter().map(|(k, v)| format!("{k}:{v}")));
+            format!("{{{}}}", fields.join(","))
+        })
+}
+
+/// The borrowed decoder answers exactly as the `serde_json::Value` one did.
+#[track_caller]
+fn assert_agrees(body: &[u8]) {
+    let new = decode(body, Some("m"), 4096);
+    let old = super::oracle::decode(body, Some("m"), 4096);
+    match (new, old) {
+        (Ok(new), Ok(old)) => {
+            assert_eq!(new.request_id, old.request_id);
+            assert_eq!(
+                new.meaning,
+                old.meaning,
+                "meaning of {}",
+                String::from_utf8_lossy(body)
+            );
+            assert_eq!(
+                new.validate(),
+                old.validate(),
+                "{}",
+                String::from_utf8_lossy(body)
+            );
+        }
+        (Err(new), Err(old)) => {
+            assert_eq!(new.request_id, old.request_id);
+            assert_eq!(format!("{:?}", new.reason), format!("{:?}", old.reason));
+        }
+        (new, old) => panic!(
+            "new {:?} old {:?}: {}",
+            new.map(|_| ()),
+            old.map(|_| ()),
+            String::from_utf8_lossy(body)
+        ),
+    }
+}
+
+proptest! {
+    #[test]
+    fn the_borrowed_decoder_agrees_with_the_value_decoder_on_text(body in raw_request()) {
+        assert_agrees(body.as_bytes());
+    }
+
+    #[test]
+    fn the_borrowed_decoder_agrees_with_the_value_decoder_on_any_text(body in raw_json()) {
+        assert_agrees(body.as_bytes());
+    }
+
+    #[test]
+    fn the_borrowed_decoder_agrees_with_the_value_decoder(value in request_shape()) {
+        assert_agrees(&serde_json::to_vec(&value).unwrap());
+    }
+
+    #[test]
+    fn the_borrowed_decoder_agrees_on_cut_and_changed_bytes(
+        body in raw_request(), cut in any::<prop::sample::Index>(), byte in any::<u8>()
+    ) {
+        let mut bytes = body.into_bytes();
+        let at = cut.index(bytes.len());
+        assert_agrees(&bytes[..at]);
+        bytes[at] = byte;
+        assert_agrees(&bytes);
+    }
+}
