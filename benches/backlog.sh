@@ -43,7 +43,10 @@ rabbitmqctl -q purge_queue "$PROCINST_REQUEST_QUEUE" >/dev/null 2>&1 || true
 rabbitmqctl -q purge_queue "$PROCINST_REPLY_QUEUE" >/dev/null 2>&1 || true
 $bin publish "$work/requests.jsonl"
 depth() { rabbitmqctl -q list_queues name messages | awk -v q="$PROCINST_REQUEST_QUEUE" '$1==q {print $2}'; }
+# Quorum queue counts reach list_queues a few seconds late: wait for them.
+for _ in $(seq 1 60); do [ "$(depth)" -ge "$n" ] 2>/dev/null && break; sleep 1; done
 echo "backlog: $(depth) messages"
+answered() { curl -s 127.0.0.1:9479/metrics | awk '/^procinst_requests_total/ {s += $2} END {print s + 0}'; }
 PROCINST_HTTP_ADDR=127.0.0.1:9479 $bin run &
 pid=$!
 start=$(date +%s.%N)
@@ -53,8 +56,7 @@ while :; do
   rss=$(awk '/VmRSS/ {print $2}' /proc/$pid/status)
   [ "$rss" -gt "$peak" ] && peak=$rss
   samples+=("$((rss / 1024))")
-  d=$(depth)
-  [ "${d:-1}" = 0 ] && break
+  [ "$(answered)" -ge "$n" ] && break
   sleep 1
 done
 end=$(date +%s.%N)
