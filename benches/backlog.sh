@@ -16,7 +16,7 @@ bin=target/release/procinst
 db=${DATABASE_URL##*/}
 psql "${DATABASE_URL%/*}/postgres" -qc "DROP DATABASE IF EXISTS \"$db\" WITH (FORCE)"
 work=$(mktemp -d)
-trap 'rm -rf "$work"; kill -TERM ${pid:-0} 2>/dev/null || true' EXIT
+trap 'rm -rf "$work"; [ -n "${pid:-}" ] && kill -TERM "$pid" 2>/dev/null; true' EXIT
 python3 - "$n" "$work" <<'PY'
 import json, sys
 n, work = int(sys.argv[1]), sys.argv[2]
