@@ -45,7 +45,6 @@ pub fn init(format: LogFormat) -> Telemetry {
         .with_tracer(provider.tracer("procinst"))
         .with_filter(Targets::new().with_target("procinst", Level::INFO));
     let ansi = std::io::stderr().is_terminal();
-    let filter = log_filter;
     let registry = tracing_subscriber::registry().with(spans);
     let _ = match format {
         LogFormat::Text => registry
@@ -53,7 +52,7 @@ pub fn init(format: LogFormat) -> Telemetry {
                 fmt::layer()
                     .with_ansi(ansi)
                     .with_writer(std::io::stderr)
-                    .with_filter(filter()),
+                    .with_filter(log_filter()),
             )
             .try_init(),
         LogFormat::Json => registry
@@ -63,7 +62,7 @@ pub fn init(format: LogFormat) -> Telemetry {
                     .with_current_span(true)
                     .with_ansi(false)
                     .with_writer(std::io::stderr)
-                    .with_filter(filter()),
+                    .with_filter(log_filter()),
             )
             .try_init(),
     };

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use deadpool_postgres::Pool;
 use futures::StreamExt;
 use lapin::message::Delivery;
+use opentelemetry::trace::TraceContextExt;
 use tokio::sync::mpsc;
 use tracing::{Instrument, Span};
 use tracing_opentelemetry::OpenTelemetrySpanExt;
@@ -82,13 +83,10 @@ impl<'a> Decider<'a> {
     async fn decide_batch(&self, batch: Vec<Delivery>, turn: Turn) -> Option<Decided> {
         let span = tracing::info_span!("batch", size = batch.len());
         let requests: Vec<Span> = batch.iter().map(request_span).collect();
-        {
-            use opentelemetry::trace::TraceContextExt;
-            // The batch's shared database round trips show in each request's
-            // trace through these links.
-            for request in &requests {
-                span.add_link(request.context().span().span_context().clone());
-            }
+        // The batch's shared database round trips show in each request's
+        // trace through these links.
+        for request in &requests {
+            span.add_link(request.context().span().span_context().clone());
         }
         let started = Instant::now();
         metrics::histogram!("procinst_batch_size").record(batch.len() as f64);
@@ -183,10 +181,7 @@ fn request_span(delivery: &Delivery) -> Span {
     let parent = trace_context::extract(delivery.properties.headers().as_ref());
     // Fails only when spans are off (no subscriber); there is no trace then.
     let _ = span.set_parent(parent);
-    let trace_id = {
-        use opentelemetry::trace::TraceContextExt;
-        span.context().span().span_context().trace_id()
-    };
+    let trace_id = span.context().span().span_context().trace_id();
     span.record("trace_id", tracing::field::display(trace_id));
     span
 }
