@@ -43,7 +43,7 @@ pub use rejection::{
     Rejection, request_id_reused, service_instance_from_template, service_instance_not_found,
     service_instance_other_business,
 };
-pub use request::{Process, Request};
+pub use request::{BindInfo, Process, Request};
 pub use uniqueness::Taken;
 
 /// Upper bound on processes in one request, from the seed API (error 1199035 above it).

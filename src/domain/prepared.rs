@@ -3,11 +3,9 @@
 //! hands out an owned [`Request`]): the accepted strings back to back in one
 //! buffer, the rest as plain values, so the owned request is built once.
 
-use std::ops::Range;
+use std::{io::Write, ops::Range};
 
-use serde_json::{Map, Value};
-
-use super::{Process, Rejection, Request, uniqueness};
+use super::{Process, Rejection, Request, request::BindInfo, uniqueness};
 
 /// Where an accepted string sits in [`Prepared::text`].
 pub(super) type Span = Range<usize>;
@@ -126,32 +124,72 @@ impl Prepared {
             bind_info: p
                 .bind_info
                 .clone()
-                .map(|rows| Value::Array(self.rows[rows].iter().map(|r| self.row(r)).collect())),
+                .map(|rows| self.bind_info(&self.rows[rows])),
         }
     }
 
-    /// The row as sent, with `row_id` renamed `template_row_id`.
-    fn row(&self, row: &Row) -> Value {
-        let text = |span: &Span| Value::String(self.owned(span));
-        let mut out = Map::new();
+    /// The rows as sent, with `row_id` renamed `template_row_id`, as the
+    /// JSON text a `serde_json::Value` of them serialises to (compact, keys
+    /// sorted).
+    fn bind_info(&self, rows: &[Row]) -> BindInfo {
+        let mut out = Vec::with_capacity(2 + rows.len() * 96);
+        out.push(b'[');
+        for (i, row) in rows.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            self.write_row(row, &mut out);
+        }
+        out.push(b']');
+        // Only str slices and ASCII are written.
+        let json = String::from_utf8(out).expect("bind_info JSON is UTF-8");
+        BindInfo::new(json)
+    }
+
+    /// One row's present keys, in alphabetical order.
+    fn write_row(&self, row: &Row, out: &mut Vec<u8>) {
+        let text = |out: &mut Vec<u8>, span: &Span| {
+            // Writing a str into a Vec cannot fail.
+            let _ = serde_json::to_writer(&mut *out, &self.text[span.clone()]);
+        };
+        let mut first = true;
+        let mut key = |out: &mut Vec<u8>, key: &str| {
+            if !std::mem::take(&mut first) {
+                out.push(b',');
+            }
+            out.push(b'"');
+            out.extend_from_slice(key.as_bytes());
+            out.extend_from_slice(b"\":");
+        };
+        out.push(b'{');
         if let Some(enable) = row.enable {
-            out.insert("enable".to_owned(), Value::Bool(enable));
+            key(out, "enable");
+            out.extend_from_slice(if enable { b"true" } else { b"false" });
         }
         if let Some(ip) = &row.ip {
-            out.insert("ip".to_owned(), ip.as_ref().map_or(Value::Null, text));
+            key(out, "ip");
+            match ip {
+                Some(ip) => text(out, ip),
+                None => out.extend_from_slice(b"null"),
+            }
         }
         if let Some(port) = &row.port {
-            out.insert("port".to_owned(), text(port));
+            key(out, "port");
+            text(out, port);
         }
         if let Some(protocol) = &row.protocol {
-            out.insert("protocol".to_owned(), text(protocol));
+            key(out, "protocol");
+            text(out, protocol);
         }
         if let Some(id) = row.template_row_id {
-            out.insert(
-                "template_row_id".to_owned(),
-                id.map_or(Value::Null, Value::from),
-            );
+            key(out, "template_row_id");
+            match id {
+                Some(id) => {
+                    let _ = write!(out, "{id}");
+                }
+                None => out.extend_from_slice(b"null"),
+            }
         }
-        Value::Object(out)
+        out.push(b'}');
     }
 }

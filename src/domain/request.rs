@@ -1,7 +1,7 @@
 //! The validated request: what the store writes, with nothing left to check.
 
 use serde::Serialize;
-use serde_json::Value;
+use serde_json::{Value, value::RawValue};
 
 use super::Rejection;
 
@@ -42,7 +42,37 @@ pub struct Process {
     pub bk_start_check_secs: Option<i32>,
     pub auto_start: bool,
     /// None when absent or null; else the rows as sent, `row_id` renamed `template_row_id`.
-    pub bind_info: Option<Value>,
+    pub bind_info: Option<BindInfo>,
+}
+
+/// A valid bind_info as JSON text: the rows as sent, `row_id` renamed
+/// `template_row_id`, each row's keys in alphabetical order. Written once
+/// when the request is validated, then stored and audited as it is: it
+/// serialises verbatim, with no `serde_json::Value` in between.
+#[derive(Debug, Clone, Serialize)]
+#[serde(transparent)]
+pub struct BindInfo(Box<RawValue>);
+
+impl BindInfo {
+    /// `json` must be valid JSON; the validator writes it.
+    pub(super) fn new(json: String) -> Self {
+        Self(RawValue::from_string(json).expect("the validator writes valid bind_info JSON"))
+    }
+
+    pub fn as_json(&self) -> &RawValue {
+        &self.0
+    }
+
+    /// The rows as a JSON tree, for tests and diagnostics.
+    pub fn to_value(&self) -> Value {
+        serde_json::from_str(self.0.get()).unwrap_or(Value::Null)
+    }
+}
+
+impl PartialEq for BindInfo {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.get() == other.0.get()
+    }
 }
 
 impl Process {

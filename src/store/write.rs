@@ -1,7 +1,7 @@
 use std::time::Duration;
 
-use serde_json::Value;
-use tokio_postgres::types::ToSql;
+use serde_json::value::RawValue;
+use tokio_postgres::types::{Json, ToSql};
 
 use super::{Client, ServiceInstance, StoreError};
 use crate::domain::Process;
@@ -167,7 +167,8 @@ struct ProcessColumns<'a> {
     text: [Vec<&'a str>; 12],
     ints: [Vec<Option<i32>>; 4],
     auto_start: Vec<bool>,
-    bind_info: Vec<Option<&'a Value>>,
+    /// Sent as jsonb text, verbatim.
+    bind_info: Vec<Option<Json<&'a RawValue>>>,
     created_by: Vec<&'a str>,
 }
 
@@ -204,7 +205,8 @@ impl<'a> From<&'a [NewRequest<'a>]> for ProcessColumns<'a> {
                     column.push(value);
                 }
                 c.auto_start.push(p.auto_start);
-                c.bind_info.push(p.bind_info.as_ref());
+                c.bind_info
+                    .push(p.bind_info.as_ref().map(|b| Json(b.as_json())));
                 c.created_by.push(request.operator);
             }
         }

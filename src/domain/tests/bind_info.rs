@@ -3,7 +3,7 @@ use super::*;
 const PATH: &str = "processes[0].process_info.bind_info";
 
 fn bind(rows: Value) -> Result<Option<Value>, Rejection> {
-    processes(&[with("bind_info", rows)]).map(|mut p| p.remove(0).bind_info)
+    processes(&[with("bind_info", rows)]).map(|mut p| p.remove(0).bind_info.map(|b| b.to_value()))
 }
 
 #[track_caller]

@@ -14,7 +14,7 @@ mod uniqueness;
 
 use serde_json::{Value, json};
 
-use super::{Code, Process, Rejection, Request, decode};
+use super::{BindInfo, Code, Process, Rejection, Request, decode};
 
 /// The request example of the seed API doc, verbatim.
 const SEED: &str = r#"{

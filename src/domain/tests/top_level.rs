@@ -41,7 +41,7 @@ fn seed_example_validates_and_ignores_server_set_keys() {
     assert_eq!(p.bk_start_check_secs, None);
     assert!(!p.auto_start);
     let bind = json!([{"enable": false, "ip": "127.0.0.1", "port": "80", "protocol": "1", "template_row_id": 1234}]);
-    assert_eq!(p.bind_info, Some(bind));
+    assert_eq!(p.bind_info.as_ref().map(BindInfo::to_value), Some(bind));
 }
 
 #[test]

@@ -3,6 +3,7 @@ use std::ops::RangeInclusive;
 use serde_json::{Map, Value};
 
 use super::{Process, Rejection, bind_info};
+use crate::domain::BindInfo;
 
 /// Limit for names and short texts, in bytes after trimming.
 const SHORT: usize = 256;
@@ -38,7 +39,8 @@ pub fn parse(index: usize, map: &Map<String, Value>) -> Result<Process, Rejectio
         timeout: info.int("timeout", 0..=10_000)?,
         bk_start_check_secs: info.int("bk_start_check_secs", 0..=600)?,
         auto_start: info.flag("auto_start")?,
-        bind_info: bind_info::parse(&info.at("bind_info"), map.get("bind_info"))?,
+        bind_info: bind_info::parse(&info.at("bind_info"), map.get("bind_info"))?
+            .map(|rows| BindInfo::new(rows.to_string())),
     })
 }
 
