@@ -9,7 +9,7 @@ use super::created::Created;
 use super::disposition::Disposition;
 use super::fate::{Fate, Outcome, Reply};
 use super::plan::{self, Pending};
-use super::turnstile::Turn;
+use super::turnstile::{Keys, Turn};
 use crate::domain::{self, Rejection, Request, Unreadable, reply};
 use crate::store::{self, StoreError};
 use crate::telemetry::{error_chain, timed, timed_sync};
@@ -51,6 +51,7 @@ pub async fn decide(
     let checked: Vec<Result<Request, Rejection>> = timed_sync("validate", || {
         readable.iter().map(|(_, d)| d.validate()).collect()
     });
+    turn.claim(keys(readable.iter().map(|(_, d)| d), &checked));
 
     // A request_id seen twice in one batch: the earlier delivery is decided
     // first, the later one in a following round that sees its result.
@@ -74,6 +75,27 @@ pub async fn decide(
         remaining = later;
     }
     Ok(fates.into_iter().flatten().collect())
+}
+
+/// What the batch's answers depend on besides read-only service instances:
+/// every request's stored reply, and the uniqueness keys of the processes it
+/// may create.
+fn keys<'a>(
+    decoded: impl Iterator<Item = &'a domain::Decoded>,
+    checked: &[Result<Request, Rejection>],
+) -> Keys {
+    let mut keys = Keys::default();
+    for d in decoded {
+        keys.request_id(&d.request_id);
+    }
+    for request in checked.iter().filter_map(|c| c.as_ref().ok()) {
+        let si = request.service_instance_id;
+        for p in request.processes.iter().flatten() {
+            keys.process_name(si, &p.bk_process_name);
+            keys.process_func(si, &p.bk_func_name, &p.bk_start_param_regex);
+        }
+    }
+    keys
 }
 
 fn dead_letter(unreadable: &Unreadable) -> Fate {
@@ -172,7 +194,7 @@ async fn attempt_round(
         let verdicts = plan::plan(pending, &lookup);
         let created = Created::build(pending, &verdicts, &lookup);
         let rows = created.rows();
-        // Earlier batches commit first; see the turnstile.
+        // Earlier batches that share a key commit first; see the turnstile.
         timed("turn", turn.wait()).await;
         match timed(
             "write",

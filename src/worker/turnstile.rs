@@ -1,20 +1,61 @@
-//! Writes in delivery order while batches are decided concurrently.
+//! Writes in delivery order where the order matters, at the same time where
+//! it cannot.
 //!
-//! Batches read the database and plan at the same time, but each writes
-//! only when every earlier batch has finished: a later batch's insert then
-//! meets the earlier batch's committed rows (and is decided again), so the
-//! earlier delivery wins a collision between batches of one worker, as it
-//! does within a batch.
+//! Batches read the database and plan at the same time. A batch writes
+//! once every earlier batch that shares a key with it has finished: a
+//! `request_id`, or a process name or (func name, start param regex)
+//! within one service instance. The later batch's insert then meets the
+//! earlier batch's committed rows (and is decided again), so the earlier
+//! delivery wins a collision between batches of one worker, as it does
+//! within a batch. Batches without a key in common cannot change each
+//! other's answers (the service instances they read are never written
+//! here), so they write at the same time.
 
 use std::{
-    collections::BTreeSet,
+    collections::{BTreeMap, HashSet},
+    hash::{DefaultHasher, Hash, Hasher},
     sync::{Arc, Mutex},
 };
 
 use tokio::sync::watch;
 
-/// Hands out turns in order and lets each one through when all earlier
-/// ones are finished.
+/// What a batch reads and writes that another batch could too, as hashes:
+/// a hash collision only makes a batch wait when it need not.
+#[derive(Debug, Default)]
+pub struct Keys(HashSet<u64>);
+
+impl Keys {
+    pub fn request_id(&mut self, request_id: &str) {
+        self.add((0u8, request_id));
+    }
+
+    pub fn process_name(&mut self, service_instance_id: i64, name: &str) {
+        self.add((1u8, service_instance_id, name));
+    }
+
+    pub fn process_func(&mut self, service_instance_id: i64, func_name: &str, regex: &str) {
+        self.add((2u8, service_instance_id, func_name, regex));
+    }
+
+    fn add(&mut self, key: impl Hash) {
+        // SipHash with fixed keys: the same in every batch.
+        let mut hasher = DefaultHasher::new();
+        key.hash(&mut hasher);
+        self.0.insert(hasher.finish());
+    }
+
+    fn meets(&self, other: &Keys) -> bool {
+        let (small, large) = if self.0.len() <= other.0.len() {
+            (self, other)
+        } else {
+            (other, self)
+        };
+        small.0.iter().any(|k| large.0.contains(k))
+    }
+}
+
+/// Hands out turns in delivery order and lets each write when no earlier
+/// unfinished turn shares a key with it.
 #[derive(Debug, Clone)]
 pub struct Turnstile {
     inner: Arc<Inner>,
@@ -22,20 +63,21 @@ pub struct Turnstile {
 
 #[derive(Debug)]
 struct Inner {
-    /// The first turn not yet finished.
-    current: watch::Sender<u64>,
+    /// Bumped whenever a turn claims its keys or finishes.
+    changed: watch::Sender<u64>,
     state: Mutex<State>,
 }
 
 #[derive(Debug, Default)]
 struct State {
     next: u64,
-    /// Turns finished out of order (abandoned before their turn came).
-    finished: BTreeSet<u64>,
+    /// Unfinished turns with their keys; `None` until claimed, which
+    /// counts as sharing a key with every later turn.
+    open: BTreeMap<u64, Option<Keys>>,
 }
 
-/// One batch's place in the order; finishing (or dropping) it lets the
-/// next batch write.
+/// One batch's place in the order; finishing (or dropping) it lets later
+/// batches that share its keys write.
 #[derive(Debug)]
 pub struct Turn {
     seq: u64,
@@ -46,7 +88,7 @@ impl Default for Turnstile {
     fn default() -> Self {
         Self {
             inner: Arc::new(Inner {
-                current: watch::Sender::new(0),
+                changed: watch::Sender::new(0),
                 state: Mutex::new(State::default()),
             }),
         }
@@ -56,38 +98,64 @@ impl Default for Turnstile {
 impl Turnstile {
     /// The next turn, in the order of the calls.
     pub fn take(&self) -> Turn {
-        let mut state = self.inner.state.lock().unwrap_or_else(|e| e.into_inner());
+        let mut state = self.state();
         let seq = state.next;
         state.next += 1;
+        state.open.insert(seq, None);
         Turn {
             seq,
             turnstile: self.clone(),
         }
     }
 
-    fn finish(&self, seq: u64) {
-        let mut state = self.inner.state.lock().unwrap_or_else(|e| e.into_inner());
-        state.finished.insert(seq);
-        let mut current = *self.inner.current.borrow();
-        while state.finished.remove(&current) {
-            current += 1;
-        }
-        self.inner.current.send_replace(current);
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.inner.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn changed(&self) {
+        self.inner.changed.send_modify(|v| *v = v.wrapping_add(1));
+    }
+
+    /// Whether `seq` may write: every earlier unfinished turn has claimed
+    /// keys, and none of them meets the keys of `seq`. A turn that has not
+    /// claimed its own waits for every earlier one.
+    fn clear(&self, seq: u64) -> bool {
+        let state = self.state();
+        let mine = state.open.get(&seq).and_then(Option::as_ref);
+        state
+            .open
+            .range(..seq)
+            .all(|(_, earlier)| match (earlier, mine) {
+                (Some(earlier), Some(mine)) => !earlier.meets(mine),
+                _ => false,
+            })
     }
 }
 
 impl Turn {
-    /// Waits until every earlier turn is finished.
+    /// Records what this turn's batch reads and writes; until then, every
+    /// later turn waits for it.
+    pub fn claim(&self, keys: Keys) {
+        if let Some(open) = self.turnstile.state().open.get_mut(&self.seq) {
+            *open = Some(keys);
+        }
+        self.turnstile.changed();
+    }
+
+    /// Waits until no earlier unfinished turn may share a key with this one.
     pub async fn wait(&self) {
-        let mut current = self.turnstile.inner.current.subscribe();
-        // The sender lives in `self.turnstile`, so this cannot fail.
-        let _ = current.wait_for(|c| *c >= self.seq).await;
+        let mut changed = self.turnstile.inner.changed.subscribe();
+        while !self.turnstile.clear(self.seq) {
+            // The sender lives in `self.turnstile`, so this cannot fail.
+            let _ = changed.changed().await;
+        }
     }
 }
 
 impl Drop for Turn {
     fn drop(&mut self) {
-        self.turnstile.finish(self.seq);
+        self.turnstile.state().open.remove(&self.seq);
+        self.turnstile.changed();
     }
 }
 
@@ -97,6 +165,17 @@ mod tests {
 
     use super::*;
 
+    const BLOCKED: Duration = Duration::from_millis(50);
+    const WITHIN: Duration = Duration::from_secs(1);
+
+    fn keys(request_ids: &[&str]) -> Keys {
+        let mut keys = Keys::default();
+        for id in request_ids {
+            keys.request_id(id);
+        }
+        keys
+    }
+
     #[tokio::test]
     async fn later_turns_wait_for_earlier_ones_even_when_abandoned_out_of_order() {
         let turnstile = Turnstile::default();
@@ -104,12 +183,64 @@ mod tests {
         let second = turnstile.take();
         let third = turnstile.take();
         first.wait().await;
-        let waiting = tokio::time::timeout(Duration::from_millis(50), third.wait()).await;
+        let waiting = tokio::time::timeout(BLOCKED, third.wait()).await;
         assert!(waiting.is_err(), "the third waits while the first runs");
         drop(second); // abandoned before its turn came
         drop(first);
-        tokio::time::timeout(Duration::from_secs(1), third.wait())
+        tokio::time::timeout(WITHIN, third.wait())
             .await
             .expect("the third goes once both earlier turns finished");
+    }
+
+    #[tokio::test]
+    async fn batches_without_a_common_key_write_at_once_and_a_shared_key_waits() {
+        let turnstile = Turnstile::default();
+        let first = turnstile.take();
+        let second = turnstile.take();
+        let third = turnstile.take();
+        first.claim(keys(&["a", "b"]));
+        second.claim(keys(&["c"]));
+        third.claim(keys(&["d", "b"]));
+        tokio::time::timeout(WITHIN, second.wait())
+            .await
+            .expect("no key in common with the first: it writes at once");
+        let waiting = tokio::time::timeout(BLOCKED, third.wait()).await;
+        assert!(waiting.is_err(), "the third shares \"b\" with the first");
+        drop(first);
+        tokio::time::timeout(WITHIN, third.wait())
+            .await
+            .expect("the third goes once the first finished");
+    }
+
+    #[tokio::test]
+    async fn an_earlier_turn_that_has_not_claimed_holds_every_later_one() {
+        let turnstile = Turnstile::default();
+        let first = turnstile.take();
+        let second = turnstile.take();
+        second.claim(keys(&["x"]));
+        let waiting = tokio::time::timeout(BLOCKED, second.wait()).await;
+        assert!(waiting.is_err(), "the first's keys are not known yet");
+        first.claim(keys(&["y"]));
+        tokio::time::timeout(WITHIN, second.wait())
+            .await
+            .expect("disjoint once claimed");
+    }
+
+    #[test]
+    fn the_kinds_of_key_do_not_meet_each_other() {
+        let mut name = Keys::default();
+        name.process_name(1, "a");
+        let mut func = Keys::default();
+        func.process_func(1, "a", "");
+        let mut other_instance = Keys::default();
+        other_instance.process_name(2, "a");
+        assert!(!name.meets(&func));
+        assert!(!name.meets(&other_instance));
+        assert!(name.meets(&{
+            let mut again = Keys::default();
+            again.process_name(1, "a");
+            again
+        }));
+        assert!(!keys(&["a"]).meets(&name));
     }
 }
