@@ -76,6 +76,31 @@ impl PartialEq for BindInfo {
 }
 
 impl Process {
+    /// Bytes of its strings and bind_info, for sizing what it is written into.
+    pub fn text_len(&self) -> usize {
+        [
+            &self.bk_process_name,
+            &self.bk_func_name,
+            &self.bk_start_param_regex,
+            &self.description,
+            &self.user,
+            &self.work_path,
+            &self.pid_file,
+            &self.start_cmd,
+            &self.stop_cmd,
+            &self.restart_cmd,
+            &self.reload_cmd,
+            &self.face_stop_cmd,
+        ]
+        .iter()
+        .map(|s| s.len())
+        .sum::<usize>()
+            + self
+                .bind_info
+                .as_ref()
+                .map_or(0, |b| b.as_json().get().len())
+    }
+
     /// Every field as JSON.
     pub fn to_json(&self) -> Value {
         serde_json::to_value(self).unwrap_or(Value::Null)

@@ -6,6 +6,7 @@
 //! ([`DatabaseUrl`]: several hosts, `target_session_attrs`, libpq's five
 //! `sslmode`s and `sslrootcert`) and one rustls connector (`tls`).
 
+mod copy;
 mod database_url;
 mod error;
 pub mod history;

@@ -1,8 +1,9 @@
 use std::time::Duration;
 
-use serde_json::value::RawValue;
-use tokio_postgres::types::{Json, ToSql};
+use bytes::Bytes;
+use tokio_postgres::types::ToSql;
 
+use super::copy::{self, BinaryRows};
 use super::{Client, ServiceInstance, StoreError};
 use crate::domain::Process;
 
@@ -41,8 +42,9 @@ pub async fn allocate_ids(client: &Client, n: usize) -> Result<Vec<i64>, StoreEr
     Ok(ids)
 }
 
-/// Writes a batch as one transaction sent in a single round trip: BEGIN,
-/// the statements and COMMIT are pipelined without waiting in between.
+/// Writes a batch as one transaction in three round trips: BEGIN and the
+/// small statements pipelined; the processes by binary COPY; COMMIT
+/// pipelined behind the COPY's data.
 ///
 /// Each request is all or nothing because the whole batch is: callers only
 /// pass requests already checked against the database. When a concurrent
@@ -58,45 +60,101 @@ pub async fn write_batch(
     if requests.is_empty() {
         return Ok(());
     }
-    let (expire_sql, log_sql, process_sql, audit_sql) = tokio::try_join!(
+    let (expire_sql, log_sql, relation_sql, audit_sql, copy_sql) = tokio::try_join!(
         client.prepare_cached(include_str!("sql/expire_request_log.sql")),
         client.prepare_cached(include_str!("sql/insert_request_log.sql")),
-        client.prepare_cached(include_str!("sql/insert_processes.sql")),
+        client.prepare_cached(include_str!("sql/insert_relations.sql")),
         client.prepare_cached(include_str!("sql/insert_audit_log.sql")),
+        client.prepare_cached(include_str!("sql/copy_processes.sql")),
     )?;
     let log = RequestLogColumns::from(requests);
-    let processes = ProcessColumns::from(requests);
+    let relations = RelationColumns::from(requests);
     let audit = AuditColumns::from(requests);
+    let processes = process_rows(requests);
     let retention_s = retention.as_secs_f64();
     let expire_params: [&(dyn ToSql + Sync); 2] = [&log.ids, &retention_s];
     let log_params: [&(dyn ToSql + Sync); 3] = [&log.ids, &log.meanings, &log.replies];
-    let process_params = processes.params();
+    let relation_params = relations.params();
     let audit_params = audit.params();
-    // All six are in flight at once; the server answers them in order. Once
-    // one fails, the later ones fail with "current transaction is aborted"
-    // (25P02), and `join!` may see those first, so the first error is taken
-    // in statement order: a lost race must read as a unique violation.
-    let (begin, expire, log, process, audit, commit) = tokio::join!(
-        client.batch_execute("BEGIN"),
-        client.execute(&expire_sql, &expire_params),
-        client.execute(&log_sql, &log_params),
-        client.execute(&process_sql, &process_params),
-        client.execute(&audit_sql, &audit_params),
-        client.batch_execute("COMMIT"),
-    );
-    let written = begin
-        .and(expire.map(drop))
-        .and(log.map(drop))
-        .and(process.map(drop))
-        .and(audit.map(drop))
-        .and(commit);
-    if let Err(e) = written {
+    let written = async {
+        // All five are in flight at once; the server answers them in order.
+        // Once one fails, the later ones fail with "current transaction is
+        // aborted" (25P02), and `join!` may see those first, so the first
+        // error is taken in statement order: a lost race must read as a
+        // unique violation.
+        let (begin, expire, log, relation, audit) = tokio::join!(
+            client.batch_execute("BEGIN"),
+            client.execute(&expire_sql, &expire_params),
+            client.execute(&log_sql, &log_params),
+            client.execute(&relation_sql, &relation_params),
+            client.execute(&audit_sql, &audit_params),
+        );
+        begin
+            .and(expire.map(drop))
+            .and(log.map(drop))
+            .and(relation.map(drop))
+            .and(audit.map(drop))?;
+        // The COPY starts only in a transaction that has not failed (see
+        // `copy_in`); COMMIT follows its data without waiting.
+        let (copied, commit) = tokio::join!(
+            copy::copy_in(client, &copy_sql, processes),
+            client.batch_execute("COMMIT"),
+        );
+        copied.map(drop).and(commit)
+    };
+    if let Err(e) = written.await {
         // Normally the server already rolled back; this makes sure no
         // transaction stays open on a connection going back to the pool.
         let _ = client.batch_execute("ROLLBACK").await;
         return Err(e.into());
     }
     Ok(())
+}
+
+/// The batch's processes as a binary COPY stream, in the column order of
+/// `copy_processes.sql`.
+fn process_rows(requests: &[NewRequest<'_>]) -> Bytes {
+    let (count, text): (usize, usize) = requests
+        .iter()
+        .flat_map(|r| &r.processes)
+        .fold((0, 0), |(n, bytes), p| {
+            (n + 1, bytes + p.process.text_len())
+        });
+    // 23 fields of 4 length bytes, 8-byte ints, and the text.
+    let mut rows = BinaryRows::with_capacity(count * (2 + 23 * 4 + 4 * 8 + 4 * 4 + 1) + text);
+    for request in requests {
+        let si = request.service_instance;
+        for NewProcess { id, process: p } in &request.processes {
+            rows.row(23)
+                .int8(*id)
+                .int8(si.bk_biz_id)
+                .text(&si.bk_supplier_account)
+                .int8(si.id);
+            for text in [
+                &p.bk_process_name,
+                &p.bk_func_name,
+                &p.bk_start_param_regex,
+                &p.description,
+                &p.user,
+                &p.work_path,
+                &p.pid_file,
+                &p.start_cmd,
+                &p.stop_cmd,
+                &p.restart_cmd,
+                &p.reload_cmd,
+                &p.face_stop_cmd,
+            ] {
+                rows.text(text);
+            }
+            for int in [p.proc_num, p.priority, p.timeout, p.bk_start_check_secs] {
+                rows.int4(int);
+            }
+            rows.bool(p.auto_start)
+                .jsonb(p.bind_info.as_ref().map(|b| b.as_json().get()))
+                .text(request.operator);
+        }
+    }
+    rows.finish()
 }
 
 struct RequestLogColumns<'a> {
@@ -156,76 +214,37 @@ impl AuditColumns<'_> {
     }
 }
 
-/// The batch's processes as parallel arrays, one per column, for UNNEST.
+/// The batch's instance relations as parallel arrays, one element per
+/// process, for UNNEST.
 #[derive(Default)]
-struct ProcessColumns<'a> {
+struct RelationColumns<'a> {
     id: Vec<i64>,
-    biz: Vec<i64>,
-    supplier: Vec<&'a str>,
     si: Vec<i64>,
     host: Vec<i64>,
-    text: [Vec<&'a str>; 12],
-    ints: [Vec<Option<i32>>; 4],
-    auto_start: Vec<bool>,
-    /// Sent as jsonb text, verbatim.
-    bind_info: Vec<Option<Json<&'a RawValue>>>,
-    created_by: Vec<&'a str>,
+    biz: Vec<i64>,
+    supplier: Vec<&'a str>,
 }
 
-impl<'a> From<&'a [NewRequest<'a>]> for ProcessColumns<'a> {
+impl<'a> From<&'a [NewRequest<'a>]> for RelationColumns<'a> {
     fn from(requests: &'a [NewRequest<'a>]) -> Self {
-        let mut c = ProcessColumns::default();
+        let mut c = RelationColumns::default();
         for request in requests {
             let si = request.service_instance;
-            for NewProcess { id, process: p } in &request.processes {
-                c.id.push(*id);
-                c.biz.push(si.bk_biz_id);
-                c.supplier.push(&si.bk_supplier_account);
+            for p in &request.processes {
+                c.id.push(p.id);
                 c.si.push(si.id);
                 c.host.push(si.bk_host_id);
-                let texts = [
-                    &p.bk_process_name,
-                    &p.bk_func_name,
-                    &p.bk_start_param_regex,
-                    &p.description,
-                    &p.user,
-                    &p.work_path,
-                    &p.pid_file,
-                    &p.start_cmd,
-                    &p.stop_cmd,
-                    &p.restart_cmd,
-                    &p.reload_cmd,
-                    &p.face_stop_cmd,
-                ];
-                for (column, value) in c.text.iter_mut().zip(texts) {
-                    column.push(value.as_str());
-                }
-                let ints = [p.proc_num, p.priority, p.timeout, p.bk_start_check_secs];
-                for (column, value) in c.ints.iter_mut().zip(ints) {
-                    column.push(value);
-                }
-                c.auto_start.push(p.auto_start);
-                c.bind_info
-                    .push(p.bind_info.as_ref().map(|b| Json(b.as_json())));
-                c.created_by.push(request.operator);
+                c.biz.push(si.bk_biz_id);
+                c.supplier.push(&si.bk_supplier_account);
             }
         }
         c
     }
 }
 
-impl ProcessColumns<'_> {
-    /// The parameters in the order of `insert_processes.sql`.
-    fn params(&self) -> Vec<&(dyn ToSql + Sync)> {
-        let mut params: Vec<&(dyn ToSql + Sync)> =
-            vec![&self.id, &self.biz, &self.supplier, &self.si, &self.host];
-        params.extend(self.text.iter().map(|c| c as &(dyn ToSql + Sync)));
-        params.extend(self.ints.iter().map(|c| c as &(dyn ToSql + Sync)));
-        params.extend([
-            &self.auto_start as &(dyn ToSql + Sync),
-            &self.bind_info,
-            &self.created_by,
-        ]);
-        params
+impl RelationColumns<'_> {
+    /// The parameters in the order of `insert_relations.sql`.
+    fn params(&self) -> [&(dyn ToSql + Sync); 5] {
+        [&self.id, &self.si, &self.host, &self.biz, &self.supplier]
     }
 }
