@@ -1,4 +1,7 @@
-use std::{collections::HashMap, time::Duration};
+use std::{
+    collections::{HashMap, HashSet},
+    time::Duration,
+};
 
 use super::{Client, StoreError};
 
@@ -43,7 +46,10 @@ pub struct Existing {
 /// pipelined round trip.
 #[derive(Debug, Default)]
 pub struct Lookup {
+    /// Replies within retention, by request_id.
     pub stored: HashMap<String, StoredReply>,
+    /// request_ids whose stored reply is past retention: processed anew.
+    pub expired: HashSet<String>,
     pub service_instances: HashMap<i64, ServiceInstance>,
     pub existing: Vec<Existing>,
     /// Process ids allocated for the round, ascending; ids left unused (by
@@ -61,27 +67,31 @@ pub async fn lookup(
     service_instance_ids: &[i64],
     new_processes: &[ProcessKey<'_>],
 ) -> Result<Lookup, StoreError> {
-    let (replies, instances, existing, ids) = tokio::try_join!(
+    let ((stored, expired), instances, existing, ids) = tokio::try_join!(
         stored_replies(client, request_ids, retention),
         service_instances(client, service_instance_ids),
         existing_processes(client, new_processes),
         super::allocate_ids(client, new_processes.len()),
     )?;
     Ok(Lookup {
-        stored: replies,
+        stored,
+        expired,
         service_instances: instances,
         existing,
         ids,
     })
 }
 
+/// Stored replies within retention, and the request_ids whose reply is past it.
 async fn stored_replies(
     client: &Client,
     request_ids: &[&str],
     retention: Duration,
-) -> Result<HashMap<String, StoredReply>, StoreError> {
+) -> Result<(HashMap<String, StoredReply>, HashSet<String>), StoreError> {
+    let mut stored = HashMap::new();
+    let mut expired = HashSet::new();
     if request_ids.is_empty() {
-        return Ok(HashMap::new());
+        return Ok((stored, expired));
     }
     let statement = client
         .prepare_cached(include_str!("sql/stored_replies.sql"))
@@ -89,16 +99,19 @@ async fn stored_replies(
     let rows = client
         .query(&statement, &[&request_ids, &retention.as_secs_f64()])
         .await?;
-    Ok(rows
-        .into_iter()
-        .map(|row| {
+    for row in rows {
+        let request_id: String = row.get(0);
+        if row.get::<_, bool>(3) {
+            expired.insert(request_id);
+        } else {
             let reply = StoredReply {
                 meaning: row.get(1),
                 reply: row.get(2),
             };
-            (row.get(0), reply)
-        })
-        .collect())
+            stored.insert(request_id, reply);
+        }
+    }
+    Ok((stored, expired))
 }
 
 async fn service_instances(

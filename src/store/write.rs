@@ -18,6 +18,8 @@ pub struct NewProcess<'a> {
 #[derive(Debug, Clone)]
 pub struct NewRequest<'a> {
     pub request_id: &'a str,
+    /// A row past retention holds the request_id: delete it first.
+    pub replaces_expired: bool,
     pub meaning: &'a [u8],
     pub reply: &'a [u8],
     pub service_instance: &'a ServiceInstance,
@@ -72,19 +74,30 @@ pub async fn write_batch(
     let audit = AuditColumns::from(requests);
     let processes = process_rows(requests);
     let retention_s = retention.as_secs_f64();
-    let expire_params: [&(dyn ToSql + Sync); 2] = [&log.ids, &retention_s];
+    let expired: Vec<&str> = requests
+        .iter()
+        .filter(|r| r.replaces_expired)
+        .map(|r| r.request_id)
+        .collect();
+    let expire_params: [&(dyn ToSql + Sync); 2] = [&expired, &retention_s];
     let log_params: [&(dyn ToSql + Sync); 3] = [&log.ids, &log.meanings, &log.replies];
     let relation_params = relations.params();
     let audit_params = audit.params();
     let written = async {
-        // All five are in flight at once; the server answers them in order.
+        // All five are in flight at once (the delete only when a row past
+        // retention is replaced); the server answers them in order.
         // Once one fails, the later ones fail with "current transaction is
         // aborted" (25P02), and `join!` may see those first, so the first
         // error is taken in statement order: a lost race must read as a
         // unique violation.
         let (begin, expire, log, relation, audit) = tokio::join!(
             client.batch_execute("BEGIN"),
-            client.execute(&expire_sql, &expire_params),
+            async {
+                if expired.is_empty() {
+                    return Ok(0);
+                }
+                client.execute(&expire_sql, &expire_params).await
+            },
             client.execute(&log_sql, &log_params),
             client.execute(&relation_sql, &relation_params),
             client.execute(&audit_sql, &audit_params),

@@ -18,6 +18,7 @@ struct Creation<'a> {
     request: &'a Request,
     processes: &'a [domain::Process],
     meaning: &'a [u8],
+    replaces_expired: bool,
     service_instance: &'a ServiceInstance,
     ids: Vec<i64>,
     reply: Vec<u8>,
@@ -49,6 +50,7 @@ impl<'a> Created<'a> {
                 request,
                 processes,
                 meaning: &p.decoded.meaning,
+                replaces_expired: lookup.expired.contains(&request.request_id),
                 service_instance: si,
                 reply: reply::success(&request.request_id, &own),
                 audit: audit_detail(si, processes, &own),
@@ -63,6 +65,7 @@ impl<'a> Created<'a> {
             .iter()
             .map(|c| NewRequest {
                 request_id: &c.request.request_id,
+                replaces_expired: c.replaces_expired,
                 meaning: c.meaning,
                 reply: &c.reply,
                 service_instance: c.service_instance,

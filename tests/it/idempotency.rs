@@ -127,3 +127,50 @@ async fn two_workers_fed_the_same_requests_create_each_exactly_once() {
         n as i64
     );
 }
+
+#[tokio::test]
+async fn past_retention_a_request_id_is_processed_anew_and_its_row_replaced() {
+    let mut env = Env::new().await;
+    env.service_instance(1, 10, "0", 0, 1).await;
+    env.start_worker(&[("PROCINST_REQUEST_RETENTION_HOURS", "1")])
+        .await;
+    let client = env.client().await;
+    client.send(&request("aged", 1, 10, "p", 2)).await;
+    assert_eq!(
+        client.replies(&env.reply_queue, 1).await[0].json["code"],
+        json!(0)
+    );
+    // Two hours old: past retention, not yet pruned.
+    env.db()
+        .await
+        .execute(
+            "UPDATE request_log SET created_at = now() - interval '2 hours'",
+            &[],
+        )
+        .await
+        .expect("age the row");
+
+    // The same request meets its own processes (bk-cmdb's answer to a
+    // replay after retention), and nothing is stored for a failure.
+    client.send(&request("aged", 1, 10, "p", 2)).await;
+    assert_eq!(
+        client.replies(&env.reply_queue, 1).await[0].json["code"],
+        json!(1199014)
+    );
+    // Another meaning is not 1300001 any more: it is created, and its
+    // reply replaces the old row.
+    client.send(&request("aged", 1, 10, "q", 2)).await;
+    let reply = client.replies(&env.reply_queue, 1).await.remove(0);
+    assert_eq!(reply.json["code"], json!(0));
+    let db = env.db().await;
+    let row = db
+        .query_one(
+            "SELECT reply, created_at > now() - interval '1 hour' FROM request_log WHERE request_id = 'aged'",
+            &[],
+        )
+        .await
+        .expect("one row for the request_id");
+    assert_eq!(row.get::<_, Vec<u8>>(0), reply.body);
+    assert!(row.get::<_, bool>(1), "the row is the new one");
+    assert_eq!(env.count("SELECT count(*) FROM process").await, 4);
+}
