@@ -4,7 +4,8 @@
 # that the machine's drift hits both alike. Every round runs
 # `procinst loadtest --echo` (from the newest build, so the load generator
 # and the broker-only baseline are the same for both) against a fresh
-# database and one worker of each build.
+# database and one worker of each build. CPU is given in microseconds per
+# request for the worker, RabbitMQ, PostgreSQL and the load generator.
 #
 #   benches/compare.sh BEFORE AFTER [ROUNDS] [-- extra loadtest flags]
 #   e.g. benches/compare.sh main HEAD 3
@@ -110,15 +111,19 @@ def figures(r):
     cpu = r.get("worker_cpu") or {}
     parties = cpu.get("parties_pct", {})
     db = r.get("database_per_request") or {}
+    # CPU microseconds per request of a party: its share of the machine
+    # over the phase, divided by the rate.
+    cores = cpu.get("cores", 0)
+    us = lambda party: parties.get(party, 0) / 100 * cores / w["requests_per_s"] * 1e6
     return {
         "echo req/s": e.get("requests_per_s"),
         "worker req/s": w["requests_per_s"],
         "worker/echo": r.get("worker_over_echo"),
-        "CPU s/1000": r.get("worker_cpu_s_per_1000_requests"),
         "busy %": cpu.get("busy_pct"),
-        "worker %": parties.get("worker"),
-        "rabbitmq %": parties.get("rabbitmq"),
-        "postgres %": parties.get("postgresql"),
+        "worker us": us("worker"),
+        "rabbitmq us": us("rabbitmq"),
+        "postgres us": us("postgresql"),
+        "loadtest us": us("loadtest"),
         "p50 ms": w["p50_ms"],
         "p99 ms": w["p99_ms"],
         "WAL B/req": db.get("wal_bytes"),
