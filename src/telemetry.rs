@@ -41,8 +41,14 @@ impl Telemetry {
 pub fn init(format: LogFormat) -> Telemetry {
     global::set_text_map_propagator(TraceContextPropagator::new());
     let provider = tracer_provider();
+    // A span per request is made whatever the log level: it carries only
+    // what a trace needs. Source locations, thread names and busy/idle
+    // timings would be attributes (and allocations) on every one of them.
     let spans = tracing_opentelemetry::layer()
         .with_tracer(provider.tracer("procinst"))
+        .with_location(false)
+        .with_threads(false)
+        .with_tracked_inactivity(false)
         .with_filter(Targets::new().with_target("procinst", Level::INFO));
     let ansi = std::io::stderr().is_terminal();
     let registry = tracing_subscriber::registry().with(spans);

@@ -9,11 +9,12 @@ use std::collections::HashSet;
 use super::rejection::quote;
 use super::{Code, Process, Rejection};
 
-/// Names and pairs already used in ONE service instance.
+/// Names and pairs already used in ONE service instance, borrowed from the
+/// rows read and the requests planned.
 #[derive(Debug, Default)]
-pub struct Taken {
-    names: HashSet<String>,
-    pairs: HashSet<(String, String)>,
+pub struct Taken<'a> {
+    names: HashSet<&'a str>,
+    pairs: HashSet<(&'a str, &'a str)>,
 }
 
 /// Which half of check (7) found the collision, for the message.
@@ -23,9 +24,14 @@ enum Against {
     ServiceInstance,
 }
 
-impl Taken {
+impl<'a> Taken<'a> {
     /// Records a process that already exists in the service instance.
-    pub fn insert_existing(&mut self, name: String, func_name: String, start_param_regex: String) {
+    pub fn insert_existing(
+        &mut self,
+        name: &'a str,
+        func_name: &'a str,
+        start_param_regex: &'a str,
+    ) {
         self.names.insert(name);
         self.pairs.insert((func_name, start_param_regex));
     }
@@ -33,7 +39,7 @@ impl Taken {
     /// Err(1199014 naming processes[i].process_info.bk_process_name or .bk_func_name)
     /// if any process collides; on Ok, claims all of them, so later requests of
     /// the batch for the same service instance see them as taken.
-    pub fn claim(&mut self, processes: &[Process]) -> Result<(), Rejection> {
+    pub fn claim(&mut self, processes: &'a [Process]) -> Result<(), Rejection> {
         for (i, process) in processes.iter().enumerate() {
             self.check(i, process, Against::ServiceInstance)?;
         }
@@ -46,7 +52,7 @@ impl Taken {
     }
 
     fn check(&self, i: usize, process: &Process, against: Against) -> Result<(), Rejection> {
-        if self.names.contains(&process.bk_process_name) {
+        if self.names.contains(process.bk_process_name.as_str()) {
             return Err(duplicate_name(i, process, against));
         }
         if self.pairs.contains(&pair(process)) {
@@ -55,17 +61,14 @@ impl Taken {
         Ok(())
     }
 
-    fn insert(&mut self, process: &Process) {
-        self.names.insert(process.bk_process_name.clone());
+    fn insert(&mut self, process: &'a Process) {
+        self.names.insert(&process.bk_process_name);
         self.pairs.insert(pair(process));
     }
 }
 
-fn pair(process: &Process) -> (String, String) {
-    (
-        process.bk_func_name.clone(),
-        process.bk_start_param_regex.clone(),
-    )
+fn pair(process: &Process) -> (&str, &str) {
+    (&process.bk_func_name, &process.bk_start_param_regex)
 }
 
 /// Check (7), first half: a later process may not repeat an earlier one.

@@ -29,17 +29,13 @@ pub struct Pending<'a> {
 }
 
 /// Decides every request of a round, in order.
-pub fn plan(pending: &[Pending<'_>], lookup: &Lookup) -> Vec<Verdict> {
-    let mut taken: HashMap<i64, Taken> = HashMap::new();
+pub fn plan<'a>(pending: &[Pending<'a>], lookup: &'a Lookup) -> Vec<Verdict> {
+    let mut taken: HashMap<i64, Taken<'a>> = HashMap::new();
     for row in &lookup.existing {
         taken
             .entry(row.service_instance_id)
             .or_default()
-            .insert_existing(
-                row.name.clone(),
-                row.func_name.clone(),
-                row.start_param_regex.clone(),
-            );
+            .insert_existing(&row.name, &row.func_name, &row.start_param_regex);
     }
     pending
         .iter()
@@ -47,7 +43,11 @@ pub fn plan(pending: &[Pending<'_>], lookup: &Lookup) -> Vec<Verdict> {
         .collect()
 }
 
-fn decide_one(p: &Pending<'_>, lookup: &Lookup, taken: &mut HashMap<i64, Taken>) -> Verdict {
+fn decide_one<'a>(
+    p: &Pending<'a>,
+    lookup: &Lookup,
+    taken: &mut HashMap<i64, Taken<'a>>,
+) -> Verdict {
     let request_id = p.decoded.request_id.as_str();
     if let Some(stored) = lookup.stored.get(request_id) {
         return if stored.meaning == p.decoded.meaning {

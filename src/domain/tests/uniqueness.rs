@@ -34,10 +34,9 @@ fn individual_checks_come_before_uniqueness() {
 #[test]
 fn claim_refuses_an_existing_name() {
     let mut taken = Taken::default();
-    taken.insert_existing("a".into(), "g".into(), "".into());
-    let err = taken
-        .claim(&processes(&[info("b", "f"), info("a", "h")]).unwrap())
-        .unwrap_err();
+    taken.insert_existing("a", "g", "");
+    let new = processes(&[info("b", "f"), info("a", "h")]).unwrap();
+    let err = taken.claim(&new).unwrap_err();
     let message =
         "processes[1].process_info.bk_process_name: \"a\" already exists in the service instance";
     assert_rejected(err, Code::Duplicate, message);
@@ -46,10 +45,9 @@ fn claim_refuses_an_existing_name() {
 #[test]
 fn claim_refuses_an_existing_pair() {
     let mut taken = Taken::default();
-    taken.insert_existing("x".into(), "f".into(), "".into());
-    let err = taken
-        .claim(&processes(&[info("a", "f")]).unwrap())
-        .unwrap_err();
+    taken.insert_existing("x", "f", "");
+    let new = processes(&[info("a", "f")]).unwrap();
+    let err = taken.claim(&new).unwrap_err();
     assert_eq!(err.code, Code::Duplicate);
     assert!(
         err.message
@@ -61,23 +59,26 @@ fn claim_refuses_an_existing_pair() {
 
 #[test]
 fn a_successful_claim_takes_the_names_for_later_requests() {
+    let (first, clash, other) = (
+        processes(&[info("a", "f")]).unwrap(),
+        processes(&[info("a", "g")]).unwrap(),
+        processes(&[info("b", "g")]).unwrap(),
+    );
     let mut taken = Taken::default();
-    taken.claim(&processes(&[info("a", "f")]).unwrap()).unwrap();
-    let err = taken
-        .claim(&processes(&[info("a", "g")]).unwrap())
-        .unwrap_err();
+    taken.claim(&first).unwrap();
+    let err = taken.claim(&clash).unwrap_err();
     assert_eq!(err.code, Code::Duplicate);
-    taken.claim(&processes(&[info("b", "g")]).unwrap()).unwrap();
+    taken.claim(&other).unwrap();
 }
 
 #[test]
 fn a_failed_claim_takes_nothing() {
-    let mut taken = Taken::default();
-    taken.insert_existing("x".into(), "x".into(), "".into());
-    assert!(
-        taken
-            .claim(&processes(&[info("a", "f"), info("x", "g")]).unwrap())
-            .is_err()
+    let (clash, retry) = (
+        processes(&[info("a", "f"), info("x", "g")]).unwrap(),
+        processes(&[info("a", "f")]).unwrap(),
     );
-    taken.claim(&processes(&[info("a", "f")]).unwrap()).unwrap();
+    let mut taken = Taken::default();
+    taken.insert_existing("x", "x", "");
+    assert!(taken.claim(&clash).is_err());
+    taken.claim(&retry).unwrap();
 }
