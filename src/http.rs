@@ -45,7 +45,7 @@ pub fn install_metrics() -> anyhow::Result<PrometheusHandle> {
 /// Counters that only move when something goes wrong, shown at zero from
 /// the start, so that dashboards and alerts (`deploy/`) see the series
 /// before the first incident. Labelled series appear with their first use.
-const COUNTERS: [(&str, &str); 8] = [
+const COUNTERS: [(&str, &str); 9] = [
     (
         "procinst_db_retries_total",
         "Batches retried after database trouble",
@@ -53,6 +53,10 @@ const COUNTERS: [(&str, &str); 8] = [
     (
         "procinst_races_total",
         "Batches decided again after losing a race to another writer",
+    ),
+    (
+        "procinst_unread_collisions_total",
+        "Rounds decided again because, written without reading the existing processes, they met one",
     ),
     (
         "procinst_contended_batches_total",

@@ -57,21 +57,27 @@ pub struct Lookup {
     pub ids: Vec<i64>,
 }
 
+/// What a round asks the database for before it decides.
+#[derive(Debug, Clone, Copy)]
+pub struct Wanted<'a> {
+    pub request_ids: &'a [&'a str],
+    pub retention: Duration,
+    pub service_instance_ids: &'a [i64],
+    /// New processes whose colliding existing processes to read; empty
+    /// when the round leaves collisions to the unique indexes.
+    pub colliding_with: &'a [ProcessKey<'a>],
+    /// Process ids to allocate.
+    pub new_processes: usize,
+}
+
 /// Reads stored replies, service instances and colliding processes, and
-/// allocates one process id per new process, all in one pipelined round
-/// trip.
-pub async fn lookup(
-    client: &Client,
-    request_ids: &[&str],
-    retention: Duration,
-    service_instance_ids: &[i64],
-    new_processes: &[ProcessKey<'_>],
-) -> Result<Lookup, StoreError> {
+/// allocates the process ids, all in one pipelined round trip.
+pub async fn lookup(client: &Client, wanted: &Wanted<'_>) -> Result<Lookup, StoreError> {
     let ((stored, expired), instances, existing, ids) = tokio::try_join!(
-        stored_replies(client, request_ids, retention),
-        service_instances(client, service_instance_ids),
-        existing_processes(client, new_processes),
-        super::allocate_ids(client, new_processes.len()),
+        stored_replies(client, wanted.request_ids, wanted.retention),
+        service_instances(client, wanted.service_instance_ids),
+        existing_processes(client, wanted.colliding_with),
+        super::allocate_ids(client, wanted.new_processes),
     )?;
     Ok(Lookup {
         stored,

@@ -21,7 +21,7 @@ mod write;
 
 pub use database_url::{DatabaseUrl, Roots, SslMode, UrlError, Verification};
 pub use error::StoreError;
-pub use lookup::{Existing, Lookup, ProcessKey, ServiceInstance, StoredReply, lookup};
+pub use lookup::{Existing, Lookup, ProcessKey, ServiceInstance, StoredReply, Wanted, lookup};
 pub use migrate::migrate;
 pub use pool::{connect_pool, ensure_database};
 pub use tls::TlsError;

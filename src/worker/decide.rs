@@ -7,6 +7,7 @@ use deadpool_postgres::Pool;
 
 use super::created::Created;
 use super::disposition::Disposition;
+use super::existing::ExistingCheck;
 use super::fate::{Fate, Outcome, Reply};
 use super::plan::{self, Pending};
 use super::turnstile::{Keys, Turn};
@@ -38,6 +39,7 @@ pub async fn decide(
     pool: &Pool,
     limits: Limits,
     turn: &Turn,
+    existing: &ExistingCheck,
     inputs: &[Input<'_>],
 ) -> Result<Vec<Fate>, StoreError> {
     let mut fates: Vec<Option<Fate>> = vec![None; inputs.len()];
@@ -68,7 +70,7 @@ pub async fn decide(
                 checked: &checked[k],
             })
             .collect();
-        let decided = decide_round(pool, limits, turn, &pending).await?;
+        let decided = decide_round(pool, limits, turn, existing, &pending).await?;
         for (&k, fate) in round.iter().zip(decided) {
             fates[readable[k].0] = Some(fate);
         }
@@ -120,9 +122,10 @@ async fn decide_round(
     pool: &Pool,
     limits: Limits,
     turn: &Turn,
+    existing: &ExistingCheck,
     pending: &[Pending<'_>],
 ) -> Result<Vec<Fate>, StoreError> {
-    let e = match attempt_round(pool, limits, turn, pending).await {
+    let e = match attempt_round(pool, limits, turn, existing, pending).await {
         Ok(fates) => return Ok(fates),
         Err(e) => e,
     };
@@ -142,8 +145,8 @@ async fn decide_round(
         Disposition::DeadLetter { .. } => {
             tracing::warn!(error = %error_chain(&e), size = pending.len(), "batch write failed; splitting it");
             let (left, right) = pending.split_at(pending.len() / 2);
-            let mut fates = Box::pin(decide_round(pool, limits, turn, left)).await?;
-            fates.extend(Box::pin(decide_round(pool, limits, turn, right)).await?);
+            let mut fates = Box::pin(decide_round(pool, limits, turn, existing, left)).await?;
+            fates.extend(Box::pin(decide_round(pool, limits, turn, existing, right)).await?);
             Ok(fates)
         }
         // The whole batch's trouble: the decider carries it out.
@@ -152,11 +155,14 @@ async fn decide_round(
 }
 
 /// Reads, plans and writes a round, deciding it again when another worker
-/// wins a race (a unique violation or a request_id stored meanwhile).
+/// wins a race (a unique violation or a request_id stored meanwhile), or
+/// when a round that skipped reading the existing processes (see
+/// [`ExistingCheck`]) meets one at the write.
 async fn attempt_round(
     pool: &Pool,
     limits: Limits,
     turn: &Turn,
+    existing: &ExistingCheck,
     pending: &[Pending<'_>],
 ) -> Result<Vec<Fate>, StoreError> {
     let client = pool.get().await?;
@@ -185,12 +191,19 @@ async fn attempt_round(
             })
         })
         .collect();
+    let mut read = existing.read();
     for _ in 0..RACE_RETRIES {
-        let lookup = timed(
-            "lookup",
-            store::lookup(&client, &request_ids, limits.retention, &si_ids, &keys),
-        )
-        .await?;
+        let wanted = store::Wanted {
+            request_ids: &request_ids,
+            retention: limits.retention,
+            service_instance_ids: &si_ids,
+            colliding_with: if read { &keys } else { &[] },
+            new_processes: keys.len(),
+        };
+        let lookup = timed("lookup", store::lookup(&client, &wanted)).await?;
+        if read {
+            existing.read_found(!lookup.existing.is_empty());
+        }
         let verdicts = plan::plan(pending, &lookup);
         let created = Created::build(pending, &verdicts, &lookup);
         let rows = created.rows();
@@ -204,8 +217,15 @@ async fn attempt_round(
         {
             Ok(()) => return Ok(created.into_fates(pending, verdicts)),
             Err(e) if Disposition::of(&e) == Disposition::DecideAgain => {
-                metrics::counter!("procinst_races_total").increment(1);
-                tracing::debug!(error = %error_chain(&e), "lost a race to another writer; deciding again");
+                if read {
+                    metrics::counter!("procinst_races_total").increment(1);
+                    tracing::debug!(error = %error_chain(&e), "lost a race to another writer; deciding again");
+                } else {
+                    existing.skipped_and_collided();
+                    metrics::counter!("procinst_unread_collisions_total").increment(1);
+                    tracing::debug!(error = %error_chain(&e), "a round that skipped reading existing processes met one; deciding again with the read");
+                }
+                read = true;
             }
             Err(e) => return Err(e),
         }

@@ -14,6 +14,7 @@ use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use super::decide::{Input, Limits, decide};
 use super::disposition::Disposition;
+use super::existing::ExistingCheck;
 use super::fate::Fate;
 use super::turnstile::{Turn, Turnstile};
 use super::{Backoff, Health, Worker, deliver};
@@ -43,6 +44,8 @@ pub(super) struct Decider<'a> {
     health: &'a Health,
     limits: Limits,
     concurrent_batches: usize,
+    /// Whether rounds read the existing processes; learnt over the session.
+    existing: ExistingCheck,
 }
 
 impl<'a> Decider<'a> {
@@ -55,6 +58,7 @@ impl<'a> Decider<'a> {
                 retention: worker.settings.retention(),
             },
             concurrent_batches: worker.settings.concurrent_batches(),
+            existing: ExistingCheck::default(),
         }
     }
 
@@ -138,7 +142,7 @@ impl<'a> Decider<'a> {
             .collect();
         let mut retry = Backoff::new(DB_RETRY_MIN, DB_RETRY_MAX);
         loop {
-            let e = match decide(self.pool, self.limits, turn, &inputs).await {
+            let e = match decide(self.pool, self.limits, turn, &self.existing, &inputs).await {
                 Ok(fates) => {
                     self.health.store_succeeded();
                     return Ok(fates);

@@ -35,6 +35,7 @@ mod decider;
 mod deliver;
 mod deliverer;
 pub mod disposition;
+mod existing;
 pub mod fate;
 mod health;
 pub mod plan;

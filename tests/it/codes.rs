@@ -2,7 +2,7 @@
 
 use serde_json::{Value, json};
 
-use crate::helpers::{Env, request};
+use crate::helpers::{Env, http_get, metric, request};
 
 async fn answers(env: &mut Env, cases: Vec<(&str, Value, i64)>) {
     let client = env.client().await;
@@ -225,4 +225,51 @@ async fn earlier_deliveries_win_across_batches_written_at_once() {
         env.count("SELECT count(*) FROM process").await,
         pairs as i64
     );
+}
+
+/// After a stream of new processes a worker writes rounds without reading
+/// the existing processes first; a request that collides with one is still
+/// answered 1199014, naming the process, and leaves nothing behind.
+#[tokio::test]
+async fn a_collision_with_an_existing_process_is_found_after_a_stream_of_new_ones() {
+    let mut env = Env::new().await;
+    env.service_instance(1, 10, "0", 0, 1).await;
+    let w = env.start_worker(&[("PROCINST_BATCH_SIZE", "1")]).await;
+    let client = env.client().await;
+    // One round each: enough rounds that found nothing to stop reading.
+    for i in 0..20 {
+        client
+            .send(&request(&format!("new-{i}"), 1, 10, &format!("n{i}"), 1))
+            .await;
+        let reply = client.replies(&env.reply_queue, 1).await.remove(0);
+        assert_eq!(reply.json["code"], json!(0), "{}", reply.json);
+    }
+    client.send(&request("clash", 1, 10, "n3", 1)).await;
+    let reply = client.replies(&env.reply_queue, 1).await.remove(0);
+    assert_eq!(reply.json["code"], json!(1199014), "{}", reply.json);
+    assert_eq!(
+        reply.json["message"],
+        json!(
+            "processes[0].process_info.bk_process_name: \"n3-0\" already exists in the service instance"
+        )
+    );
+    let page = http_get(&format!("http://{}/metrics", env.worker(w).http))
+        .await
+        .map(|(_, body)| body)
+        .unwrap_or_default();
+    assert_eq!(
+        metric(&page, "procinst_unread_collisions_total"),
+        1.0,
+        "the collision was met at the write, not read first"
+    );
+    assert_eq!(env.count("SELECT count(*) FROM process").await, 20);
+    assert_eq!(
+        env.count("SELECT count(*) FROM request_log WHERE request_id = 'clash'")
+            .await,
+        0
+    );
+    // And the worker goes on.
+    client.send(&request("after", 1, 10, "after", 1)).await;
+    let reply = client.replies(&env.reply_queue, 1).await.remove(0);
+    assert_eq!(reply.json["code"], json!(0));
 }

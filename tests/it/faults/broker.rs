@@ -7,7 +7,7 @@ use std::time::Duration;
 use serde_json::json;
 
 use super::{assert_exactly_once, burst, contend_on};
-use crate::helpers::{Env, http_get, request};
+use crate::helpers::{Env, http_get, metric, request};
 use crate::proxy::Proxy;
 
 #[tokio::test]
@@ -188,12 +188,6 @@ async fn replies_the_broker_refuses_are_requeued_after_growing_pauses_and_then_d
 }
 
 /// The value of an unlabelled counter or gauge in Prometheus text; 0 when absent.
-fn metric(text: &str, name: &str) -> f64 {
-    text.lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
-        .unwrap_or(0.0)
-}
-
 #[tokio::test]
 async fn an_idle_worker_whose_connection_is_cut_reconnects() {
     let mut env = Env::new().await;

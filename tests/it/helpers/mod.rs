@@ -18,4 +18,4 @@ mod worker;
 pub use client::{Client, header_text};
 pub use env::{Env, PG_ADMIN_URL, WAIT, amqp_addr, amqp_url_via, connect, rabbitmqctl, unique};
 pub use fixtures::{request, seed_request};
-pub use worker::{Worker, http_get};
+pub use worker::{Worker, http_get, metric};

@@ -198,3 +198,11 @@ pub async fn http_get(url: &str) -> Option<(u16, String)> {
         .unwrap_or_default();
     Some((status, body))
 }
+
+/// The value of an unlabelled counter or gauge in a `/metrics` page; 0 when
+/// it is not there.
+pub fn metric(page: &str, name: &str) -> f64 {
+    page.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+        .unwrap_or(0.0)
+}
