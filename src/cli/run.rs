@@ -31,7 +31,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<ExitCode> {
 
     // Connections are made lazily: the pool only serves /readyz until the
     // database is prepared.
-    let pool = store::connect_pool(settings.database_url.expose(), settings.db_pool_size)?;
+    let pool = store::connect_worker_pool(settings.database_url.expose(), settings.db_pool_size)?;
     let metrics = http::install_metrics()?;
     let health = Arc::new(Health::default());
     health.set_stage(Some(

@@ -7,6 +7,10 @@ pub enum StoreError {
     Pool(#[from] deadpool_postgres::PoolError),
     #[error("database error")]
     Db(#[from] tokio_postgres::Error),
+    /// The server refused a COPY before it began; the connection is
+    /// spoiled (see [`StoreError::spoils_connection`]).
+    #[error("database error")]
+    CopyNotStarted(#[source] tokio_postgres::Error),
     #[error("cannot build the database pool")]
     Build(#[from] deadpool_postgres::BuildError),
     #[error("migration failed")]
@@ -38,8 +42,17 @@ impl StoreError {
             | StoreError::Migration(_)
             | StoreError::Url(_)
             | StoreError::Tls(_) => false,
-            StoreError::Db(e) => !e.code().is_some_and(is_data_fault),
+            StoreError::Db(e) | StoreError::CopyNotStarted(e) => {
+                !e.code().is_some_and(is_data_fault)
+            }
         }
+    }
+
+    /// True when the connection it happened on must be dropped, not put
+    /// back in the pool: a COPY that did not start leaves one reply more
+    /// in flight than tokio-postgres expects.
+    pub fn spoils_connection(&self) -> bool {
+        matches!(self, StoreError::CopyNotStarted(_))
     }
 
     /// True for a unique-constraint violation: a concurrent worker won a race.
@@ -52,7 +65,7 @@ impl StoreError {
     /// never holds a password: tokio-postgres does not print its config).
     pub fn readiness_reason(&self) -> String {
         let what = match self {
-            StoreError::Db(e) => match e.as_db_error() {
+            StoreError::Db(e) | StoreError::CopyNotStarted(e) => match e.as_db_error() {
                 Some(db) => format!("{} (SQLSTATE {})", db.message(), db.code().code()),
                 None => crate::telemetry::error_chain(self),
             },
@@ -64,7 +77,7 @@ impl StoreError {
     /// The SQLSTATE, when the server sent one; for logs and `/readyz`.
     pub fn sqlstate(&self) -> Option<&str> {
         match self {
-            StoreError::Db(e) => e.code().map(SqlState::code),
+            StoreError::Db(e) | StoreError::CopyNotStarted(e) => e.code().map(SqlState::code),
             _ => None,
         }
     }

@@ -106,20 +106,26 @@ pub async fn write_batch(
             .and(expire.map(drop))
             .and(log.map(drop))
             .and(relation.map(drop))
-            .and(audit.map(drop))?;
+            .and(audit.map(drop))
+            .map_err(StoreError::from)?;
         // The COPY starts only in a transaction that has not failed (see
         // `copy_in`); COMMIT follows its data without waiting.
         let (copied, commit) = tokio::join!(
             copy::copy_in(client, &copy_sql, processes),
             client.batch_execute("COMMIT"),
         );
-        copied.map(drop).and(commit)
+        copied?;
+        commit.map_err(StoreError::from)
     };
     if let Err(e) = written.await {
         // Normally the server already rolled back; this makes sure no
-        // transaction stays open on a connection going back to the pool.
-        let _ = client.batch_execute("ROLLBACK").await;
-        return Err(e.into());
+        // transaction stays open on a connection going back to the pool
+        // (one that a COPY could not start on is not put back: see
+        // `StoreError::spoils_connection`).
+        if !e.spoils_connection() {
+            let _ = client.batch_execute("ROLLBACK").await;
+        }
+        return Err(e);
     }
     Ok(())
 }

@@ -227,7 +227,13 @@ async fn attempt_round(
                 }
                 read = true;
             }
-            Err(e) => return Err(e),
+            Err(e) => {
+                if e.spoils_connection() {
+                    // Closed instead of going back to the pool.
+                    drop(deadpool_postgres::Object::take(client));
+                }
+                return Err(e);
+            }
         }
     }
     Err(StoreError::Contended)

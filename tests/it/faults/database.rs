@@ -156,3 +156,50 @@ async fn a_request_the_database_rejects_is_isolated_and_dead_lettered() {
     assert_eq!(row["reason"], json!("store_rejected"));
     assert_eq!(env.count("SELECT count(*) FROM process").await, 11);
 }
+
+/// The server refusing the COPY of processes before it starts (here: the
+/// transaction made read-only by a trigger on the statement before it).
+/// That is the database's trouble: the batch is kept and retried, the
+/// connection it happened on (which tokio-postgres leaves expecting one
+/// reply too few) is dropped rather than reused, and once the cause is gone
+/// every request is answered once.
+#[tokio::test]
+async fn a_copy_the_server_refuses_to_start_is_retried_on_a_fresh_connection() {
+    let mut env = Env::new().await;
+    env.service_instance(1, 10, "0", 0, 1).await;
+    let db = env.db().await;
+    db.batch_execute(
+        "CREATE FUNCTION read_only_now() RETURNS trigger LANGUAGE plpgsql AS $$ \
+         BEGIN PERFORM set_config('transaction_read_only', 'on', true); RETURN NULL; END $$; \
+         CREATE TRIGGER read_only_now AFTER INSERT ON audit_log \
+           FOR EACH STATEMENT EXECUTE FUNCTION read_only_now();",
+    )
+    .await
+    .expect("create trigger");
+    let w = env.start_worker(&[]).await;
+    let client = env.client().await;
+    for i in 0..20 {
+        client
+            .send(&request(
+                &format!("refused-{i}"),
+                1,
+                10,
+                &format!("rf{i}"),
+                2,
+            ))
+            .await;
+    }
+    env.worker(w)
+        .wait_for_log("cannot execute COPY FROM in a read-only transaction")
+        .await;
+    let ready = format!("http://{}/readyz", env.worker(w).http);
+    let (status, reason) = http_get(&ready).await.expect("readyz answers");
+    assert_eq!(status, 503, "{reason}");
+    assert!(reason.contains("SQLSTATE 25006"), "{reason}");
+    assert_eq!(env.count("SELECT count(*) FROM process").await, 0);
+
+    db.batch_execute("DROP TRIGGER read_only_now ON audit_log")
+        .await
+        .expect("drop trigger");
+    assert_exactly_once(&env, &client, 20, 2).await;
+}
