@@ -128,6 +128,8 @@ def figures(r):
         "loadtest us": us("loadtest"),
         "p50 ms": w["p50_ms"],
         "p99 ms": w["p99_ms"],
+        "echo p50": e.get("p50_ms"),
+        "echo p99": e.get("p99_ms"),
         "WAL B/req": db.get("wal_bytes"),
         "RSS MiB": r.get("worker_peak_rss_mib"),
     }

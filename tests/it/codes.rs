@@ -2,7 +2,7 @@
 
 use serde_json::{Value, json};
 
-use crate::helpers::{Env, http_get, metric, request};
+use crate::helpers::{Env, metric, request};
 
 async fn answers(env: &mut Env, cases: Vec<(&str, Value, i64)>) {
     let client = env.client().await;
@@ -253,10 +253,7 @@ async fn a_collision_with_an_existing_process_is_found_after_a_stream_of_new_one
             "processes[0].process_info.bk_process_name: \"n3-0\" already exists in the service instance"
         )
     );
-    let page = http_get(&format!("http://{}/metrics", env.worker(w).http))
-        .await
-        .map(|(_, body)| body)
-        .unwrap_or_default();
+    let page = env.worker(w).metrics().await;
     assert_eq!(
         metric(&page, "procinst_unread_collisions_total"),
         1.0,

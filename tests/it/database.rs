@@ -171,10 +171,7 @@ async fn a_failover_to_a_synchronous_standby_mid_burst_loses_and_duplicates_noth
         first_after.is_some(),
         "work was left for the new primary: the failover happened mid-burst"
     );
-    let metrics = http_get(&format!("http://{}/metrics", env.worker(w).http))
-        .await
-        .map(|(_, body)| body)
-        .unwrap_or_default();
+    let metrics = env.worker(w).metrics().await;
     eprintln!(
         "failover: stopped in {stop_took:?}, promoted {promoted_after:?} after the stop began; \
          writes paused {:.2} s at most; first write begun after promotion {:.2} s after the stop began; {}; {}",

@@ -7,7 +7,7 @@ use std::time::Duration;
 use serde_json::json;
 
 use super::{assert_exactly_once, burst, contend_on};
-use crate::helpers::{Env, http_get, metric, request};
+use crate::helpers::{Env, metric, request};
 use crate::proxy::Proxy;
 
 #[tokio::test]
@@ -155,10 +155,9 @@ async fn replies_the_broker_refuses_are_requeued_after_growing_pauses_and_then_d
     // Three requeues in a row: pauses of at least 0.5 s and 1 s between
     // them (without pauses they come about every 0.3 s, and the delivery
     // limit soon dead-letters the request).
-    let metrics = format!("http://{}/metrics", env.worker(w).http);
     let deadline = sent + crate::helpers::WAIT;
     loop {
-        let (_, text) = http_get(&metrics).await.expect("metrics");
+        let text = env.worker(w).metrics().await;
         if metric(&text, "procinst_redeliveries_total") >= 3.0 {
             break;
         }

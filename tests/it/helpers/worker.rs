@@ -132,6 +132,14 @@ impl Worker {
         .unwrap_or_else(|_| panic!("worker not ready; log:\n{}", self.log()));
     }
 
+    /// The worker's `/metrics` page; empty when it does not answer.
+    pub async fn metrics(&self) -> String {
+        http_get(&format!("http://{}/metrics", self.http))
+            .await
+            .map(|(_, body)| body)
+            .unwrap_or_default()
+    }
+
     pub fn log(&self) -> String {
         self.log.lock().map(|l| l.clone()).unwrap_or_default()
     }
