@@ -64,7 +64,9 @@ loadtest=$bin_after
 db=${DATABASE_URL##*/}
 admin="${DATABASE_URL%/*}/postgres"
 pid=
+results=$(mktemp)
 cleanup() {
+  rm -f "$results"
   [ -n "${pid:-}" ] && kill -TERM "$pid" 2>/dev/null && wait "$pid" 2>/dev/null
   rabbitmqctl -q delete_queue "$PROCINST_REQUEST_QUEUE" >/dev/null 2>&1 || true
   rabbitmqctl -q delete_queue "$PROCINST_REPLY_QUEUE" >/dev/null 2>&1 || true
@@ -92,8 +94,6 @@ measure() {
   pid=
 }
 
-results=$(mktemp)
-trap 'cleanup; rm -f "$results"' EXIT
 for round in $(seq 1 "$rounds"); do
   for side in before after; do
     bin=$bin_before

@@ -76,8 +76,8 @@ impl PartialEq for BindInfo {
 }
 
 impl Process {
-    /// Bytes of its strings and bind_info, for sizing what it is written into.
-    pub fn text_len(&self) -> usize {
+    /// Its 12 strings, in field (and `process` column) order.
+    pub fn strings(&self) -> [&str; 12] {
         [
             &self.bk_process_name,
             &self.bk_func_name,
@@ -92,13 +92,15 @@ impl Process {
             &self.reload_cmd,
             &self.face_stop_cmd,
         ]
-        .iter()
-        .map(|s| s.len())
-        .sum::<usize>()
-            + self
-                .bind_info
-                .as_ref()
-                .map_or(0, |b| b.as_json().get().len())
+    }
+
+    /// Bytes of its strings and bind_info, for sizing what it is written into.
+    pub fn text_len(&self) -> usize {
+        let bind_info = self
+            .bind_info
+            .as_ref()
+            .map_or(0, |b| b.as_json().get().len());
+        self.strings().iter().map(|s| s.len()).sum::<usize>() + bind_info
     }
 
     /// Every field as JSON.

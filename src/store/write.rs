@@ -149,20 +149,7 @@ fn process_rows(requests: &[NewRequest<'_>]) -> Bytes {
                 .int8(si.bk_biz_id)
                 .text(&si.bk_supplier_account)
                 .int8(si.id);
-            for text in [
-                &p.bk_process_name,
-                &p.bk_func_name,
-                &p.bk_start_param_regex,
-                &p.description,
-                &p.user,
-                &p.work_path,
-                &p.pid_file,
-                &p.start_cmd,
-                &p.stop_cmd,
-                &p.restart_cmd,
-                &p.reload_cmd,
-                &p.face_stop_cmd,
-            ] {
+            for text in p.strings() {
                 rows.text(text);
             }
             for int in [p.proc_num, p.priority, p.timeout, p.bk_start_check_secs] {

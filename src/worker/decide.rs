@@ -33,19 +33,26 @@ pub struct Limits {
     pub retention: Duration,
 }
 
+/// What every batch of a session is decided with.
+#[derive(Debug)]
+pub struct Context<'a> {
+    pub pool: &'a Pool,
+    pub limits: Limits,
+    /// Whether rounds read the existing processes; learnt over the session.
+    pub existing: ExistingCheck,
+}
+
 /// Decides a batch. `Err` only for the whole batch's trouble (see
 /// [`Disposition::of`]): the database's, or contention.
 pub async fn decide(
-    pool: &Pool,
-    limits: Limits,
+    cx: &Context<'_>,
     turn: &Turn,
-    existing: &ExistingCheck,
     inputs: &[Input<'_>],
 ) -> Result<Vec<Fate>, StoreError> {
     let mut fates: Vec<Option<Fate>> = vec![None; inputs.len()];
     let mut readable = Vec::new();
     for (i, input) in inputs.iter().enumerate() {
-        match domain::decode(input.body, input.message_id, limits.max_body_bytes) {
+        match domain::decode(input.body, input.message_id, cx.limits.max_body_bytes) {
             Ok(decoded) => readable.push((i, decoded)),
             Err(unreadable) => fates[i] = Some(dead_letter(&unreadable)),
         }
@@ -70,7 +77,7 @@ pub async fn decide(
                 checked: &checked[k],
             })
             .collect();
-        let decided = decide_round(pool, limits, turn, existing, &pending).await?;
+        let decided = decide_round(cx, turn, &pending).await?;
         for (&k, fate) in round.iter().zip(decided) {
             fates[readable[k].0] = Some(fate);
         }
@@ -90,12 +97,8 @@ fn keys<'a>(
     for d in decoded {
         keys.request_id(&d.request_id);
     }
-    for request in checked.iter().filter_map(|c| c.as_ref().ok()) {
-        let si = request.service_instance_id;
-        for p in request.processes.iter().flatten() {
-            keys.process_name(si, &p.bk_process_name);
-            keys.process_func(si, &p.bk_func_name, &p.bk_start_param_regex);
-        }
+    for key in process_keys(checked.iter().filter_map(|c| c.as_ref().ok())) {
+        keys.process(&key);
     }
     keys
 }
@@ -119,13 +122,11 @@ fn dead_letter(unreadable: &Unreadable) -> Fate {
 /// of the data (not the database) is split in halves until the one request
 /// that causes it is found and dead-lettered; its neighbours go on.
 async fn decide_round(
-    pool: &Pool,
-    limits: Limits,
+    cx: &Context<'_>,
     turn: &Turn,
-    existing: &ExistingCheck,
     pending: &[Pending<'_>],
 ) -> Result<Vec<Fate>, StoreError> {
-    let e = match attempt_round(pool, limits, turn, existing, pending).await {
+    let e = match attempt_round(cx, turn, pending).await {
         Ok(fates) => return Ok(fates),
         Err(e) => e,
     };
@@ -145,8 +146,8 @@ async fn decide_round(
         Disposition::DeadLetter { .. } => {
             tracing::warn!(error = %error_chain(&e), size = pending.len(), "batch write failed; splitting it");
             let (left, right) = pending.split_at(pending.len() / 2);
-            let mut fates = Box::pin(decide_round(pool, limits, turn, existing, left)).await?;
-            fates.extend(Box::pin(decide_round(pool, limits, turn, existing, right)).await?);
+            let mut fates = Box::pin(decide_round(cx, turn, left)).await?;
+            fates.extend(Box::pin(decide_round(cx, turn, right)).await?);
             Ok(fates)
         }
         // The whole batch's trouble: the decider carries it out.
@@ -159,13 +160,12 @@ async fn decide_round(
 /// when a round that skipped reading the existing processes (see
 /// [`ExistingCheck`]) meets one at the write.
 async fn attempt_round(
-    pool: &Pool,
-    limits: Limits,
+    cx: &Context<'_>,
     turn: &Turn,
-    existing: &ExistingCheck,
     pending: &[Pending<'_>],
 ) -> Result<Vec<Fate>, StoreError> {
-    let client = pool.get().await?;
+    let (limits, existing) = (cx.limits, &cx.existing);
+    let client = cx.pool.get().await?;
     // What the round asks the database for does not change between retries.
     let request_ids: Vec<&str> = pending
         .iter()
@@ -181,16 +181,8 @@ async fn attempt_round(
         .collect();
     si_ids.sort_unstable();
     si_ids.dedup();
-    let keys: Vec<store::ProcessKey<'_>> = valid(pending)
-        .flat_map(|(r, processes)| {
-            processes.iter().map(|p| store::ProcessKey {
-                service_instance_id: r.service_instance_id,
-                name: &p.bk_process_name,
-                func_name: &p.bk_func_name,
-                start_param_regex: &p.bk_start_param_regex,
-            })
-        })
-        .collect();
+    let keys: Vec<store::ProcessKey<'_>> =
+        process_keys(pending.iter().filter_map(|p| p.checked.as_ref().ok())).collect();
     let mut read = existing.read();
     for _ in 0..RACE_RETRIES {
         let wanted = store::Wanted {
@@ -239,12 +231,17 @@ async fn attempt_round(
     Err(StoreError::Contended)
 }
 
-fn valid<'p>(
-    pending: &'p [Pending<'_>],
-) -> impl Iterator<Item = (&'p Request, &'p [domain::Process])> {
-    pending.iter().filter_map(|p| {
-        let request = p.checked.as_ref().ok()?;
-        let processes = request.processes.as_ref().ok()?;
-        Some((request, processes.as_slice()))
+/// The uniqueness keys of the processes that `requests` may create: those
+/// of every request whose processes passed checks (6) and (7a).
+fn process_keys<'r>(
+    requests: impl Iterator<Item = &'r Request>,
+) -> impl Iterator<Item = store::ProcessKey<'r>> {
+    requests.flat_map(|r| {
+        r.processes.iter().flatten().map(|p| store::ProcessKey {
+            service_instance_id: r.service_instance_id,
+            name: &p.bk_process_name,
+            func_name: &p.bk_func_name,
+            start_param_regex: &p.bk_start_param_regex,
+        })
     })
 }

@@ -1,10 +1,9 @@
 //! The decide stage of a session: each batch read, planned and written in
-//! PostgreSQL ([`decide`]), several batches at once, their writes and their
-//! output in delivery order.
+//! PostgreSQL ([`decide`]), several batches at once, their output in
+//! delivery order.
 
 use std::time::{Duration, Instant};
 
-use deadpool_postgres::Pool;
 use futures::StreamExt;
 use lapin::message::Delivery;
 use opentelemetry::trace::TraceContextExt;
@@ -12,7 +11,7 @@ use tokio::sync::mpsc;
 use tracing::{Instrument, Span};
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
-use super::decide::{Input, Limits, decide};
+use super::decide::{Context, Input, Limits, decide};
 use super::disposition::Disposition;
 use super::existing::ExistingCheck;
 use super::fate::Fate;
@@ -36,29 +35,29 @@ pub(super) struct Decided {
 
 /// The decide stage. Several batches are decided at once on their own
 /// database connections and come out in delivery order, so acks stay in
-/// order; their writes take turns in the same order ([`Turnstile`]).
+/// order; a batch writes once no earlier batch sharing a key with it is
+/// still unfinished ([`Turnstile`]).
 /// Database trouble keeps a batch and retries it; a batch given up leaves
 /// nothing for the deliverer.
 pub(super) struct Decider<'a> {
-    pool: &'a Pool,
+    context: Context<'a>,
     health: &'a Health,
-    limits: Limits,
     concurrent_batches: usize,
-    /// Whether rounds read the existing processes; learnt over the session.
-    existing: ExistingCheck,
 }
 
 impl<'a> Decider<'a> {
     pub(super) fn new(worker: &'a Worker) -> Self {
         Self {
-            pool: &worker.pool,
-            health: &worker.health,
-            limits: Limits {
-                max_body_bytes: worker.settings.max_body_bytes,
-                retention: worker.settings.retention(),
+            context: Context {
+                pool: &worker.pool,
+                limits: Limits {
+                    max_body_bytes: worker.settings.max_body_bytes,
+                    retention: worker.settings.retention(),
+                },
+                existing: ExistingCheck::default(),
             },
+            health: &worker.health,
             concurrent_batches: worker.settings.concurrent_batches(),
-            existing: ExistingCheck::default(),
         }
     }
 
@@ -142,7 +141,7 @@ impl<'a> Decider<'a> {
             .collect();
         let mut retry = Backoff::new(DB_RETRY_MIN, DB_RETRY_MAX);
         loop {
-            let e = match decide(self.pool, self.limits, turn, &self.existing, &inputs).await {
+            let e = match decide(&self.context, turn, &inputs).await {
                 Ok(fates) => {
                     self.health.store_succeeded();
                     return Ok(fates);

@@ -11,8 +11,10 @@
 //! 2. collect ([`collector::Collector`]): deliveries into batches
 //!    ([`batcher`]); on shutdown, stop consuming and hand on what came.
 //! 3. decide ([`decider::Decider`]): each batch read, planned ([`plan`],
-//!    no I/O) and written ([`decide`], [`created`]); several at once, their
-//!    writes in delivery order ([`turnstile`]).
+//!    no I/O) and written ([`decide`], [`created`]); several at once, a
+//!    write waiting only for earlier batches that share a key with it
+//!    ([`turnstile`]), the existing-process read skipped while a stream
+//!    creates new processes ([`existing`]).
 //! 4. deliver ([`deliverer::Deliverer`]): replies and dead letters
 //!    published with confirms, then one ack ([`deliver`]).
 //!

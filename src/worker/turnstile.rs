@@ -19,6 +19,8 @@ use std::{
 
 use tokio::sync::watch;
 
+use crate::store::ProcessKey;
+
 /// What a batch reads and writes that another batch could too, as hashes:
 /// a hash collision only makes a batch wait when it need not.
 #[derive(Debug, Default)]
@@ -29,12 +31,12 @@ impl Keys {
         self.add((0u8, request_id));
     }
 
-    pub fn process_name(&mut self, service_instance_id: i64, name: &str) {
-        self.add((1u8, service_instance_id, name));
-    }
-
-    pub fn process_func(&mut self, service_instance_id: i64, func_name: &str, regex: &str) {
-        self.add((2u8, service_instance_id, func_name, regex));
+    /// A new process's name and (func name, start param regex), each
+    /// within its service instance.
+    pub fn process(&mut self, key: &ProcessKey<'_>) {
+        let si = key.service_instance_id;
+        self.add((1u8, si, key.name));
+        self.add((2u8, si, key.func_name, key.start_param_regex));
     }
 
     fn add(&mut self, key: impl Hash) {
@@ -165,15 +167,34 @@ mod tests {
 
     use super::*;
 
-    const BLOCKED: Duration = Duration::from_millis(50);
-    const WITHIN: Duration = Duration::from_secs(1);
-
     fn keys(request_ids: &[&str]) -> Keys {
         let mut keys = Keys::default();
         for id in request_ids {
             keys.request_id(id);
         }
         keys
+    }
+
+    fn process(si: i64, name: &str, func_name: &str) -> Keys {
+        let mut keys = Keys::default();
+        keys.process(&ProcessKey {
+            service_instance_id: si,
+            name,
+            func_name,
+            start_param_regex: "",
+        });
+        keys
+    }
+
+    async fn assert_waits(turn: &Turn, why: &str) {
+        let waiting = tokio::time::timeout(Duration::from_millis(50), turn.wait()).await;
+        assert!(waiting.is_err(), "{why}");
+    }
+
+    async fn assert_goes(turn: &Turn, why: &str) {
+        tokio::time::timeout(Duration::from_secs(1), turn.wait())
+            .await
+            .expect(why);
     }
 
     #[tokio::test]
@@ -183,13 +204,10 @@ mod tests {
         let second = turnstile.take();
         let third = turnstile.take();
         first.wait().await;
-        let waiting = tokio::time::timeout(BLOCKED, third.wait()).await;
-        assert!(waiting.is_err(), "the third waits while the first runs");
+        assert_waits(&third, "the third waits while the first runs").await;
         drop(second); // abandoned before its turn came
         drop(first);
-        tokio::time::timeout(WITHIN, third.wait())
-            .await
-            .expect("the third goes once both earlier turns finished");
+        assert_goes(&third, "the third goes once both earlier turns finished").await;
     }
 
     #[tokio::test]
@@ -201,15 +219,14 @@ mod tests {
         first.claim(keys(&["a", "b"]));
         second.claim(keys(&["c"]));
         third.claim(keys(&["d", "b"]));
-        tokio::time::timeout(WITHIN, second.wait())
-            .await
-            .expect("no key in common with the first: it writes at once");
-        let waiting = tokio::time::timeout(BLOCKED, third.wait()).await;
-        assert!(waiting.is_err(), "the third shares \"b\" with the first");
+        assert_goes(
+            &second,
+            "no key in common with the first: it writes at once",
+        )
+        .await;
+        assert_waits(&third, "the third shares \"b\" with the first").await;
         drop(first);
-        tokio::time::timeout(WITHIN, third.wait())
-            .await
-            .expect("the third goes once the first finished");
+        assert_goes(&third, "the third goes once the first finished").await;
     }
 
     #[tokio::test]
@@ -218,29 +235,27 @@ mod tests {
         let first = turnstile.take();
         let second = turnstile.take();
         second.claim(keys(&["x"]));
-        let waiting = tokio::time::timeout(BLOCKED, second.wait()).await;
-        assert!(waiting.is_err(), "the first's keys are not known yet");
+        assert_waits(&second, "the first's keys are not known yet").await;
         first.claim(keys(&["y"]));
-        tokio::time::timeout(WITHIN, second.wait())
-            .await
-            .expect("disjoint once claimed");
+        assert_goes(&second, "disjoint once claimed").await;
     }
 
     #[test]
     fn the_kinds_of_key_do_not_meet_each_other() {
-        let mut name = Keys::default();
-        name.process_name(1, "a");
-        let mut func = Keys::default();
-        func.process_func(1, "a", "");
-        let mut other_instance = Keys::default();
-        other_instance.process_name(2, "a");
-        assert!(!name.meets(&func));
-        assert!(!name.meets(&other_instance));
-        assert!(name.meets(&{
-            let mut again = Keys::default();
-            again.process_name(1, "a");
-            again
-        }));
-        assert!(!keys(&["a"]).meets(&name));
+        let name_a = process(1, "a", "x");
+        assert!(
+            !name_a.meets(&process(1, "y", "a")),
+            "a name is not a func name"
+        );
+        assert!(
+            !name_a.meets(&process(2, "a", "x")),
+            "another service instance"
+        );
+        assert!(name_a.meets(&process(1, "a", "z")), "the same name");
+        assert!(
+            name_a.meets(&process(1, "z", "x")),
+            "the same func name and regex"
+        );
+        assert!(!keys(&["a"]).meets(&name_a), "a request_id is not a name");
     }
 }
