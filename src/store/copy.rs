@@ -8,10 +8,6 @@
 //! column's type.
 
 use bytes::{BufMut, Bytes, BytesMut};
-use futures::SinkExt;
-use tokio_postgres::Statement;
-
-use super::{Client, StoreError};
 
 /// The binary COPY header: signature, flags, header extension length.
 const HEADER: &[u8] = b"PGCOPY\n\xff\r\n\0\0\0\0\0\0\0\0\0";
@@ -92,29 +88,6 @@ impl BinaryRows {
         self.buf.put_i16(-1);
         self.buf.freeze()
     }
-}
-
-/// Runs the COPY `statement` with `rows` as its data, returning the rows
-/// copied. Only called in a transaction that has not failed.
-///
-/// A COPY that the server refuses before it starts (a missing privilege,
-/// say) spoils the connection: tokio-postgres 0.7 sends Sync twice for a
-/// COPY, the server answers the second one too, and that answer would be
-/// taken as the reply to the connection's next statement. Such an error
-/// comes back as [`StoreError::CopyNotStarted`], and the connection must
-/// not be used again.
-pub(super) async fn copy_in(
-    client: &Client,
-    statement: &Statement,
-    rows: Bytes,
-) -> Result<u64, StoreError> {
-    let sink = client
-        .copy_in::<_, Bytes>(statement)
-        .await
-        .map_err(StoreError::CopyNotStarted)?;
-    let mut sink = std::pin::pin!(sink);
-    sink.send(rows).await?;
-    Ok(sink.as_mut().finish().await?)
 }
 
 #[cfg(test)]

@@ -7,8 +7,10 @@ pub enum StoreError {
     Pool(#[from] deadpool_postgres::PoolError),
     #[error("database error")]
     Db(#[from] tokio_postgres::Error),
-    /// The server refused a COPY before it began; the connection is
-    /// spoiled (see [`StoreError::spoils_connection`]).
+    /// The server refused a COPY before it began. tokio-postgres 0.7 sends
+    /// Sync twice for a COPY and the server then answers both, so the
+    /// connection is left one reply ahead and is closed, not reused (see
+    /// [`super::Round::begin`]).
     #[error("database error")]
     CopyNotStarted(#[source] tokio_postgres::Error),
     #[error("cannot build the database pool")]
@@ -46,13 +48,6 @@ impl StoreError {
                 !e.code().is_some_and(is_data_fault)
             }
         }
-    }
-
-    /// True when the connection it happened on must be dropped, not put
-    /// back in the pool: a COPY that did not start leaves one reply more
-    /// in flight than tokio-postgres expects.
-    pub fn spoils_connection(&self) -> bool {
-        matches!(self, StoreError::CopyNotStarted(_))
     }
 
     /// True for a unique-constraint violation: a concurrent worker won a race.

@@ -3,6 +3,8 @@ use std::{
     time::Duration,
 };
 
+use tokio_postgres::Statement;
+
 use super::{Client, StoreError};
 
 /// A reply stored for a `request_id`, with the hash of what that request meant.
@@ -42,7 +44,7 @@ pub struct Existing {
     pub start_param_regex: String,
 }
 
-/// Everything a batch needs to read before it decides, fetched in one
+/// Everything a round needs to read before it decides, fetched in one
 /// pipelined round trip.
 #[derive(Debug, Default)]
 pub struct Lookup {
@@ -71,13 +73,19 @@ pub struct Wanted<'a> {
 }
 
 /// Reads stored replies, service instances and colliding processes, and
-/// allocates the process ids, all in one pipelined round trip.
-pub async fn lookup(client: &Client, wanted: &Wanted<'_>) -> Result<Lookup, StoreError> {
+/// allocates the process ids, pipelined: every query is sent on the first
+/// poll, in this order, with `statements` prepared from the four `sql/`
+/// files of the same names.
+pub(super) async fn read(
+    client: &Client,
+    [stored, instances, existing, ids]: [&Statement; 4],
+    wanted: &Wanted<'_>,
+) -> Result<Lookup, StoreError> {
     let ((stored, expired), instances, existing, ids) = tokio::try_join!(
-        stored_replies(client, wanted.request_ids, wanted.retention),
-        service_instances(client, wanted.service_instance_ids),
-        existing_processes(client, wanted.colliding_with),
-        super::allocate_ids(client, wanted.new_processes),
+        stored_replies(client, stored, wanted.request_ids, wanted.retention),
+        service_instances(client, instances, wanted.service_instance_ids),
+        existing_processes(client, existing, wanted.colliding_with),
+        allocate_ids(client, ids, wanted.new_processes),
     )?;
     Ok(Lookup {
         stored,
@@ -91,6 +99,7 @@ pub async fn lookup(client: &Client, wanted: &Wanted<'_>) -> Result<Lookup, Stor
 /// Stored replies within retention, and the request_ids whose reply is past it.
 async fn stored_replies(
     client: &Client,
+    statement: &Statement,
     request_ids: &[&str],
     retention: Duration,
 ) -> Result<(HashMap<String, StoredReply>, HashSet<String>), StoreError> {
@@ -99,11 +108,8 @@ async fn stored_replies(
     if request_ids.is_empty() {
         return Ok((stored, expired));
     }
-    let statement = client
-        .prepare_cached(include_str!("sql/stored_replies.sql"))
-        .await?;
     let rows = client
-        .query(&statement, &[&request_ids, &retention.as_secs_f64()])
+        .query(statement, &[&request_ids, &retention.as_secs_f64()])
         .await?;
     for row in rows {
         let request_id: String = row.get(0);
@@ -122,15 +128,13 @@ async fn stored_replies(
 
 async fn service_instances(
     client: &Client,
+    statement: &Statement,
     ids: &[i64],
 ) -> Result<HashMap<i64, ServiceInstance>, StoreError> {
     if ids.is_empty() {
         return Ok(HashMap::new());
     }
-    let statement = client
-        .prepare_cached(include_str!("sql/service_instances.sql"))
-        .await?;
-    let rows = client.query(&statement, &[&ids]).await?;
+    let rows = client.query(statement, &[&ids]).await?;
     Ok(rows
         .into_iter()
         .map(|row| {
@@ -148,20 +152,18 @@ async fn service_instances(
 
 async fn existing_processes(
     client: &Client,
+    statement: &Statement,
     keys: &[ProcessKey<'_>],
 ) -> Result<Vec<Existing>, StoreError> {
     if keys.is_empty() {
         return Ok(Vec::new());
     }
-    let statement = client
-        .prepare_cached(include_str!("sql/existing_processes.sql"))
-        .await?;
     let ids: Vec<i64> = keys.iter().map(|k| k.service_instance_id).collect();
     let names: Vec<&str> = keys.iter().map(|k| k.name).collect();
     let funcs: Vec<&str> = keys.iter().map(|k| k.func_name).collect();
     let regexes: Vec<&str> = keys.iter().map(|k| k.start_param_regex).collect();
     let rows = client
-        .query(&statement, &[&ids, &names, &funcs, &regexes])
+        .query(statement, &[&ids, &names, &funcs, &regexes])
         .await?;
     Ok(rows
         .into_iter()
@@ -172,4 +174,20 @@ async fn existing_processes(
             start_param_regex: row.get(3),
         })
         .collect())
+}
+
+/// Allocates `n` process ids from the database sequence, ascending.
+async fn allocate_ids(
+    client: &Client,
+    statement: &Statement,
+    n: usize,
+) -> Result<Vec<i64>, StoreError> {
+    if n == 0 {
+        return Ok(Vec::new());
+    }
+    let count = i64::try_from(n).unwrap_or(i64::MAX);
+    let rows = client.query(statement, &[&count]).await?;
+    let mut ids: Vec<i64> = rows.iter().map(|row| row.get(0)).collect();
+    ids.sort_unstable();
+    Ok(ids)
 }

@@ -14,6 +14,7 @@ mod lookup;
 mod migrate;
 mod pool;
 pub mod request_log;
+mod round;
 pub mod service_instance;
 pub mod stats;
 mod tls;
@@ -21,11 +22,12 @@ mod write;
 
 pub use database_url::{DatabaseUrl, Roots, SslMode, UrlError, Verification};
 pub use error::StoreError;
-pub use lookup::{Existing, Lookup, ProcessKey, ServiceInstance, StoredReply, Wanted, lookup};
+pub use lookup::{Existing, Lookup, ProcessKey, ServiceInstance, StoredReply, Wanted};
 pub use migrate::migrate;
 pub use pool::{connect_pool, connect_worker_pool, ensure_database};
+pub use round::Round;
 pub use tls::TlsError;
-pub use write::{NewProcess, NewRequest, allocate_ids, write_batch};
+pub use write::{NewProcess, NewRequest};
 
 /// A pooled connection.
 pub type Client = deadpool_postgres::Object;

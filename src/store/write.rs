@@ -1,10 +1,10 @@
-use std::time::Duration;
+//! The rows a round writes, as the statements of `round` take them.
 
 use bytes::Bytes;
 use tokio_postgres::types::ToSql;
 
-use super::copy::{self, BinaryRows};
-use super::{Client, ServiceInstance, StoreError};
+use super::ServiceInstance;
+use super::copy::BinaryRows;
 use crate::domain::Process;
 
 /// A process to insert, with the id allocated for it.
@@ -29,110 +29,9 @@ pub struct NewRequest<'a> {
     pub audit_detail: &'a str,
 }
 
-/// Allocates `n` process ids from the database sequence, ascending.
-pub async fn allocate_ids(client: &Client, n: usize) -> Result<Vec<i64>, StoreError> {
-    if n == 0 {
-        return Ok(Vec::new());
-    }
-    let statement = client
-        .prepare_cached("SELECT nextval('process_id_seq') FROM generate_series(1, $1::int8)")
-        .await?;
-    let count = i64::try_from(n).unwrap_or(i64::MAX);
-    let rows = client.query(&statement, &[&count]).await?;
-    let mut ids: Vec<i64> = rows.iter().map(|row| row.get(0)).collect();
-    ids.sort_unstable();
-    Ok(ids)
-}
-
-/// Writes a batch as one transaction in three round trips: BEGIN and the
-/// small statements pipelined; the processes by binary COPY; COMMIT
-/// pipelined behind the COPY's data.
-///
-/// Each request is all or nothing because the whole batch is: callers only
-/// pass requests already checked against the database. When a concurrent
-/// worker wins a race (a `request_id` stored meanwhile, or a process name
-/// taken), a unique violation aborts the transaction, the server turns the
-/// COMMIT into a rollback, and the caller decides the batch again with
-/// fresh reads (see [`StoreError::is_unique_violation`]).
-pub async fn write_batch(
-    client: &Client,
-    requests: &[NewRequest<'_>],
-    retention: Duration,
-) -> Result<(), StoreError> {
-    if requests.is_empty() {
-        return Ok(());
-    }
-    let (expire_sql, log_sql, relation_sql, audit_sql, copy_sql) = tokio::try_join!(
-        client.prepare_cached(include_str!("sql/expire_request_log.sql")),
-        client.prepare_cached(include_str!("sql/insert_request_log.sql")),
-        client.prepare_cached(include_str!("sql/insert_relations.sql")),
-        client.prepare_cached(include_str!("sql/insert_audit_log.sql")),
-        client.prepare_cached(include_str!("sql/copy_processes.sql")),
-    )?;
-    let log = RequestLogColumns::from(requests);
-    let relations = RelationColumns::from(requests);
-    let audit = AuditColumns::from(requests);
-    let processes = process_rows(requests);
-    let retention_s = retention.as_secs_f64();
-    let expired: Vec<&str> = requests
-        .iter()
-        .filter(|r| r.replaces_expired)
-        .map(|r| r.request_id)
-        .collect();
-    let expire_params: [&(dyn ToSql + Sync); 2] = [&expired, &retention_s];
-    let log_params: [&(dyn ToSql + Sync); 3] = [&log.ids, &log.meanings, &log.replies];
-    let relation_params = relations.params();
-    let audit_params = audit.params();
-    let written = async {
-        // All five are in flight at once (the delete only when a row past
-        // retention is replaced); the server answers them in order.
-        // Once one fails, the later ones fail with "current transaction is
-        // aborted" (25P02), and `join!` may see those first, so the first
-        // error is taken in statement order: a lost race must read as a
-        // unique violation.
-        let (begin, expire, log, relation, audit) = tokio::join!(
-            client.batch_execute("BEGIN"),
-            async {
-                if expired.is_empty() {
-                    return Ok(0);
-                }
-                client.execute(&expire_sql, &expire_params).await
-            },
-            client.execute(&log_sql, &log_params),
-            client.execute(&relation_sql, &relation_params),
-            client.execute(&audit_sql, &audit_params),
-        );
-        begin
-            .and(expire.map(drop))
-            .and(log.map(drop))
-            .and(relation.map(drop))
-            .and(audit.map(drop))
-            .map_err(StoreError::from)?;
-        // The COPY starts only in a transaction that has not failed (see
-        // `copy_in`); COMMIT follows its data without waiting.
-        let (copied, commit) = tokio::join!(
-            copy::copy_in(client, &copy_sql, processes),
-            client.batch_execute("COMMIT"),
-        );
-        copied?;
-        commit.map_err(StoreError::from)
-    };
-    if let Err(e) = written.await {
-        // Normally the server already rolled back; this makes sure no
-        // transaction stays open on a connection going back to the pool
-        // (one that a COPY could not start on is not put back: see
-        // `StoreError::spoils_connection`).
-        if !e.spoils_connection() {
-            let _ = client.batch_execute("ROLLBACK").await;
-        }
-        return Err(e);
-    }
-    Ok(())
-}
-
 /// The batch's processes as a binary COPY stream, in the column order of
 /// `copy_processes.sql`.
-fn process_rows(requests: &[NewRequest<'_>]) -> Bytes {
+pub(super) fn process_rows(requests: &[NewRequest<'_>]) -> Bytes {
     let (count, text): (usize, usize) = requests
         .iter()
         .flat_map(|r| &r.processes)
@@ -163,7 +62,7 @@ fn process_rows(requests: &[NewRequest<'_>]) -> Bytes {
     rows.finish()
 }
 
-struct RequestLogColumns<'a> {
+pub(super) struct RequestLogColumns<'a> {
     ids: Vec<&'a str>,
     meanings: Vec<&'a [u8]>,
     replies: Vec<&'a [u8]>,
@@ -179,7 +78,14 @@ impl<'a> From<&'a [NewRequest<'a>]> for RequestLogColumns<'a> {
     }
 }
 
-struct AuditColumns<'a> {
+impl RequestLogColumns<'_> {
+    /// The parameters in the order of `insert_request_log.sql`.
+    pub(super) fn params(&self) -> [&(dyn ToSql + Sync); 3] {
+        [&self.ids, &self.meanings, &self.replies]
+    }
+}
+
+pub(super) struct AuditColumns<'a> {
     request_ids: Vec<&'a str>,
     service_instances: Vec<i64>,
     businesses: Vec<i64>,
@@ -208,7 +114,8 @@ impl<'a> From<&'a [NewRequest<'a>]> for AuditColumns<'a> {
 }
 
 impl AuditColumns<'_> {
-    fn params(&self) -> [&(dyn ToSql + Sync); 6] {
+    /// The parameters in the order of `insert_audit_log.sql`.
+    pub(super) fn params(&self) -> [&(dyn ToSql + Sync); 6] {
         [
             &self.request_ids,
             &self.service_instances,
@@ -223,7 +130,7 @@ impl AuditColumns<'_> {
 /// The batch's instance relations as parallel arrays, one element per
 /// process, for UNNEST.
 #[derive(Default)]
-struct RelationColumns<'a> {
+pub(super) struct RelationColumns<'a> {
     id: Vec<i64>,
     si: Vec<i64>,
     host: Vec<i64>,
@@ -249,8 +156,12 @@ impl<'a> From<&'a [NewRequest<'a>]> for RelationColumns<'a> {
 }
 
 impl RelationColumns<'_> {
+    pub(super) fn is_empty(&self) -> bool {
+        self.id.is_empty()
+    }
+
     /// The parameters in the order of `insert_relations.sql`.
-    fn params(&self) -> [&(dyn ToSql + Sync); 5] {
+    pub(super) fn params(&self) -> [&(dyn ToSql + Sync); 5] {
         [&self.id, &self.si, &self.host, &self.biz, &self.supplier]
     }
 }

@@ -158,14 +158,14 @@ async fn decide_round(
 /// Reads, plans and writes a round, deciding it again when another worker
 /// wins a race (a unique violation or a request_id stored meanwhile), or
 /// when a round that skipped reading the existing processes (see
-/// [`ExistingCheck`]) meets one at the write.
+/// [`ExistingCheck`]) meets one at the write. Each attempt is two round
+/// trips on one pooled connection (see [`store::Round`]).
 async fn attempt_round(
     cx: &Context<'_>,
     turn: &Turn,
     pending: &[Pending<'_>],
 ) -> Result<Vec<Fate>, StoreError> {
     let (limits, existing) = (cx.limits, &cx.existing);
-    let client = cx.pool.get().await?;
     // What the round asks the database for does not change between retries.
     let request_ids: Vec<&str> = pending
         .iter()
@@ -192,7 +192,8 @@ async fn attempt_round(
             colliding_with: if read { &keys } else { &[] },
             new_processes: keys.len(),
         };
-        let lookup = timed("lookup", store::lookup(&client, &wanted)).await?;
+        let client = cx.pool.get().await?;
+        let (round, lookup) = timed("lookup", store::Round::begin(client, &wanted)).await?;
         if read {
             existing.read_found(!lookup.existing.is_empty());
         }
@@ -201,12 +202,7 @@ async fn attempt_round(
         let rows = created.rows();
         // Earlier batches that share a key commit first; see the turnstile.
         timed("turn", turn.wait()).await;
-        match timed(
-            "write",
-            store::write_batch(&client, &rows, limits.retention),
-        )
-        .await
-        {
+        match timed("write", round.commit(&rows, limits.retention)).await {
             Ok(()) => return Ok(created.into_fates(pending, verdicts)),
             Err(e) if Disposition::of(&e) == Disposition::DecideAgain => {
                 if read {
@@ -219,13 +215,7 @@ async fn attempt_round(
                 }
                 read = true;
             }
-            Err(e) => {
-                if e.spoils_connection() {
-                    // Closed instead of going back to the pool.
-                    drop(deadpool_postgres::Object::take(client));
-                }
-                return Err(e);
-            }
+            Err(e) => return Err(e),
         }
     }
     Err(StoreError::Contended)

@@ -157,26 +157,34 @@ async fn a_request_the_database_rejects_is_isolated_and_dead_lettered() {
     assert_eq!(env.count("SELECT count(*) FROM process").await, 11);
 }
 
-/// The server refusing the COPY of processes before it starts (here: the
-/// transaction made read-only by a trigger on the statement before it).
-/// That is the database's trouble: the batch is kept and retried, the
-/// connection it happened on (which tokio-postgres leaves expecting one
-/// reply too few) is dropped rather than reused, and once the cause is gone
-/// every request is answered once.
+/// The server refusing the COPY of processes before it starts: here the
+/// database turned read-only, as a primary does when it becomes a standby,
+/// so the id allocation before the COPY fails and the COPY is refused in
+/// the aborted transaction. That is the database's trouble: the batch is
+/// kept and retried, the connection it happened on (which tokio-postgres
+/// leaves expecting one reply too few, and which would stay read-only) is
+/// closed rather than reused, and once the cause is gone every request is
+/// answered once.
 #[tokio::test]
 async fn a_copy_the_server_refuses_to_start_is_retried_on_a_fresh_connection() {
     let mut env = Env::new().await;
     env.service_instance(1, 10, "0", 0, 1).await;
     let db = env.db().await;
-    db.batch_execute(
-        "CREATE FUNCTION read_only_now() RETURNS trigger LANGUAGE plpgsql AS $$ \
-         BEGIN PERFORM set_config('transaction_read_only', 'on', true); RETURN NULL; END $$; \
-         CREATE TRIGGER read_only_now AFTER INSERT ON audit_log \
-           FOR EACH STATEMENT EXECUTE FUNCTION read_only_now();",
+    let w = env.start_worker(&[]).await;
+    // The worker's sessions begun from now on are read-only.
+    let read_only = format!(
+        "ALTER DATABASE \"{}\" SET default_transaction_read_only = on",
+        env.database
+    );
+    db.batch_execute(&read_only)
+        .await
+        .expect("make the database read-only");
+    db.execute(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1 AND application_name = 'procinst'",
+        &[&env.database],
     )
     .await
-    .expect("create trigger");
-    let w = env.start_worker(&[]).await;
+    .expect("end the worker's sessions");
     let client = env.client().await;
     for i in 0..20 {
         client
@@ -190,7 +198,7 @@ async fn a_copy_the_server_refuses_to_start_is_retried_on_a_fresh_connection() {
             .await;
     }
     env.worker(w)
-        .wait_for_log("cannot execute COPY FROM in a read-only transaction")
+        .wait_for_log("cannot execute nextval() in a read-only transaction")
         .await;
     let ready = format!("http://{}/readyz", env.worker(w).http);
     let (status, reason) = http_get(&ready).await.expect("readyz answers");
@@ -198,8 +206,18 @@ async fn a_copy_the_server_refuses_to_start_is_retried_on_a_fresh_connection() {
     assert!(reason.contains("SQLSTATE 25006"), "{reason}");
     assert_eq!(env.count("SELECT count(*) FROM process").await, 0);
 
-    db.batch_execute("DROP TRIGGER read_only_now ON audit_log")
+    // Only sessions begun from now on are writable again.
+    let writable = format!(
+        "ALTER DATABASE \"{}\" RESET default_transaction_read_only",
+        env.database
+    );
+    db.batch_execute(&writable)
         .await
-        .expect("drop trigger");
+        .expect("make the database writable");
     assert_exactly_once(&env, &client, 20, 2).await;
+    let log = env.worker(w).log();
+    assert!(
+        !log.contains("unexpected message from server"),
+        "no connection is reused after a refused COPY: {log}"
+    );
 }
