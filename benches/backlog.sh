@@ -5,18 +5,20 @@
 #   benches/backlog.sh [N]        (default 100000)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. benches/common.sh
 n=${1:-100000}
 export DATABASE_URL=${BENCH_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/procinst_bench}
 export PROCINST_REQUEST_QUEUE=procinst.backlog.requests
 export PROCINST_REPLY_QUEUE=procinst.backlog.replies
 export PROCINST_DEAD_LETTER_QUEUE=procinst.backlog.dead
+export PROCINST_DEAD_LETTER_EXCHANGE=procinst.backlog.dlx
 export RUST_LOG=${RUST_LOG:-warn}
 cargo build --release --quiet
 bin=target/release/procinst
 db=${DATABASE_URL##*/}
 psql "${DATABASE_URL%/*}/postgres" -qc "DROP DATABASE IF EXISTS \"$db\" WITH (FORCE)"
 work=$(mktemp -d)
-trap 'rm -rf "$work"; [ -n "${pid:-}" ] && kill -TERM "$pid" 2>/dev/null; true' EXIT
+trap 'rm -rf "$work"; [ -n "${pid:-}" ] && kill -TERM "$pid" 2>/dev/null && { wait "$pid" || true; }; remove_bench_objects' EXIT
 python3 - "$n" "$work" <<'PY'
 import json, sys
 n, work = int(sys.argv[1]), sys.argv[2]

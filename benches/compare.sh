@@ -17,6 +17,7 @@
 # run and the median of each figure per build.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. benches/common.sh
 [ $# -ge 2 ] || { sed -n '2,16p' "$0"; exit 2; }
 before=$1 after=$2
 shift 2
@@ -68,10 +69,7 @@ results=$(mktemp)
 cleanup() {
   rm -f "$results"
   [ -n "${pid:-}" ] && kill -TERM "$pid" 2>/dev/null && wait "$pid" 2>/dev/null
-  rabbitmqctl -q delete_queue "$PROCINST_REQUEST_QUEUE" >/dev/null 2>&1 || true
-  rabbitmqctl -q delete_queue "$PROCINST_REPLY_QUEUE" >/dev/null 2>&1 || true
-  rabbitmqctl -q delete_queue "$PROCINST_DEAD_LETTER_QUEUE" >/dev/null 2>&1 || true
-  psql "$admin" -qc "DROP DATABASE IF EXISTS \"$db\" WITH (FORCE)" >/dev/null 2>&1 || true
+  remove_bench_objects
 }
 trap cleanup EXIT
 

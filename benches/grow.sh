@@ -8,6 +8,7 @@
 #   RATE=1500 REQUESTS=10000 benches/grow.sh 0 5000000
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. benches/common.sh
 sizes=("$@")
 [ ${#sizes[@]} -gt 0 ] || sizes=(0 1000000 5000000)
 requests=${REQUESTS:-10000}
@@ -23,7 +24,7 @@ bin=target/release/procinst
 db=${DATABASE_URL##*/}
 admin="${DATABASE_URL%/*}/postgres"
 pid=
-trap '[ -n "${pid:-}" ] && kill -TERM "$pid" 2>/dev/null; true' EXIT
+trap '[ -n "${pid:-}" ] && kill -TERM "$pid" 2>/dev/null && { wait "$pid" || true; }; remove_bench_objects' EXIT
 
 # Stored history: N processes over N/4 service instances (with their
 # relation rows and one audit row per 4 processes), and 1M request_log rows

@@ -8,8 +8,12 @@
 #        benches/loadtest.sh 1 -- --requests 10000 --rate 1200
 #
 # Worker settings come from the environment (PROCINST_BATCH_SIZE, ...).
+# BENCH_BIN runs that executable instead of building the release one;
+# BENCH_METRICS=1 prints the first worker's stage timings afterwards. The
+# queues and the database are removed at the end.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. benches/common.sh
 workers=${1:-1}
 shift || true
 [ "${1:-}" = "--" ] && shift
@@ -17,16 +21,24 @@ export DATABASE_URL=${BENCH_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/pro
 export PROCINST_REQUEST_QUEUE=${PROCINST_REQUEST_QUEUE:-procinst.bench.requests}
 export PROCINST_REPLY_QUEUE=${PROCINST_REPLY_QUEUE:-procinst.bench.replies}
 export PROCINST_DEAD_LETTER_QUEUE=${PROCINST_DEAD_LETTER_QUEUE:-procinst.bench.dead}
+export PROCINST_DEAD_LETTER_EXCHANGE=${PROCINST_DEAD_LETTER_EXCHANGE:-procinst.bench.dlx}
 export RUST_LOG=${RUST_LOG:-warn}
 
-cargo build --release --quiet
-bin=target/release/procinst
+bin=${BENCH_BIN:-}
+if [ -z "$bin" ]; then
+  cargo build --release --quiet
+  bin=target/release/procinst
+fi
 db=${DATABASE_URL##*/}
 psql "${DATABASE_URL%/*}/postgres" -qc "DROP DATABASE IF EXISTS \"$db\" WITH (FORCE)"
 $bin migrate
 
 pids=()
-cleanup() { for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
+cleanup() {
+  for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  remove_bench_objects
+}
 trap cleanup EXIT
 for i in $(seq 1 "$workers"); do
   PROCINST_HTTP_ADDR=127.0.0.1:$((9470 + i)) $bin run &

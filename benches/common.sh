@@ -1,0 +1,16 @@
+# Sourced by the benchmark scripts: removes what a run leaves on the
+# servers, its queues, its dead-letter exchange and its database, named by
+# the PROCINST_* and DATABASE_URL settings the script exported.
+
+remove_bench_objects() {
+  local q
+  for q in "${PROCINST_REQUEST_QUEUE:-}" "${PROCINST_REPLY_QUEUE:-}" "${PROCINST_DEAD_LETTER_QUEUE:-}"; do
+    [ -n "$q" ] && rabbitmqctl -q delete_queue "$q" >/dev/null 2>&1
+  done
+  # rabbitmqctl has no delete_exchange; the broker's own function does it.
+  if [ -n "${PROCINST_DEAD_LETTER_EXCHANGE:-}" ]; then
+    rabbitmqctl -q eval "rabbit_exchange:delete(rabbit_misc:r(<<\"/\">>, exchange, <<\"$PROCINST_DEAD_LETTER_EXCHANGE\">>), false, <<\"procinst-bench\">>)." >/dev/null 2>&1
+  fi
+  psql "${DATABASE_URL%/*}/postgres" -qc "DROP DATABASE IF EXISTS \"${DATABASE_URL##*/}\" WITH (FORCE)" >/dev/null 2>&1
+  true
+}
