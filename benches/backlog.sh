@@ -3,6 +3,9 @@
 # before the worker starts; the worker's RSS is sampled while it drains them.
 #
 #   benches/backlog.sh [N]        (default 100000)
+#
+# Worker settings come from the environment (PROCINST_PREFETCH, ...);
+# BENCH_METRICS=1 prints the worker's stage timings after the drain.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . benches/common.sh
@@ -49,9 +52,12 @@ depth() { rabbitmqctl -q list_queues name messages | awk -v q="$PROCINST_REQUEST
 for _ in $(seq 1 60); do [ "$(depth)" -ge "$n" ] 2>/dev/null && break; sleep 1; done
 echo "backlog: $(depth) messages"
 answered() { curl -s 127.0.0.1:9479/metrics | awk '/^procinst_requests_total/ {s += $2} END {print s + 0}'; }
+# Busy and total jiffies of the whole machine, from /proc/stat.
+machine() { awk '/^cpu / {t = 0; for (i = 2; i <= NF; i++) t += $i; print t - $5 - $6, t}' /proc/stat; }
 PROCINST_HTTP_ADDR=127.0.0.1:9479 $bin run &
 pid=$!
 start=$(date +%s.%N)
+read -r busy0 total0 < <(machine)
 peak=0
 samples=()
 while :; do
@@ -62,6 +68,12 @@ while :; do
   sleep 1
 done
 end=$(date +%s.%N)
+[ -n "${BENCH_METRICS:-}" ] && curl -s 127.0.0.1:9479/metrics | grep -E "stage_seconds_(sum|count)|batch_size_(sum|count)|batch_seconds_(sum|count)"
+read -r busy1 total1 < <(machine)
+# utime + stime of the worker, in jiffies.
+worker_cpu=$(awk '{print $14 + $15}' /proc/$pid/stat)
 rabbitmqctl -q purge_queue "$PROCINST_REPLY_QUEUE" >/dev/null 2>&1 || true
 echo "drained $n requests in $(echo "$end - $start" | bc) s; worker RSS MiB per second: ${samples[*]}"
 echo "peak RSS: $((peak / 1024)) MiB"
+echo "machine busy while draining: $(( 100 * (busy1 - busy0) / (total1 - total0) )) % (idle and iowait are the rest)"
+echo "worker CPU per 1000 requests: $(echo "scale=3; $worker_cpu / $(getconf CLK_TCK) * 1000 / $n" | bc) s (start-up included)"
