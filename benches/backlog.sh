@@ -60,12 +60,17 @@ start=$(date +%s.%N)
 read -r busy0 total0 < <(machine)
 peak=0
 samples=()
+busy=()
+last_busy=$busy0 last_total=$total0
 while :; do
   rss=$(awk '/VmRSS/ {print $2}' /proc/$pid/status)
   [ "$rss" -gt "$peak" ] && peak=$rss
   samples+=("$((rss / 1024))")
   [ "$(answered)" -ge "$n" ] && break
   sleep 1
+  read -r b t < <(machine)
+  busy+=("$(( 100 * (b - last_busy) / (t - last_total) ))")
+  last_busy=$b last_total=$t
 done
 end=$(date +%s.%N)
 [ -n "${BENCH_METRICS:-}" ] && curl -s 127.0.0.1:9479/metrics | grep -E "stage_seconds_(sum|count)|batch_size_(sum|count)|batch_seconds_(sum|count)"
@@ -75,5 +80,5 @@ worker_cpu=$(awk '{print $14 + $15}' /proc/$pid/stat)
 rabbitmqctl -q purge_queue "$PROCINST_REPLY_QUEUE" >/dev/null 2>&1 || true
 echo "drained $n requests in $(echo "$end - $start" | bc) s; worker RSS MiB per second: ${samples[*]}"
 echo "peak RSS: $((peak / 1024)) MiB"
-echo "machine busy while draining: $(( 100 * (busy1 - busy0) / (total1 - total0) )) % (idle and iowait are the rest)"
+echo "machine busy while draining: $(( 100 * (busy1 - busy0) / (total1 - total0) )) % (idle and iowait are the rest; start-up and the last batches included); per second: ${busy[*]}"
 echo "worker CPU per 1000 requests: $(echo "scale=3; $worker_cpu / $(getconf CLK_TCK) * 1000 / $n" | bc) s (start-up included)"
