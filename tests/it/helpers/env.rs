@@ -147,11 +147,15 @@ impl Env {
     }
 
     /// Starts `procinst run` and waits until it is ready.
+    /// Starts a worker and waits until it is ready. It is the env's before
+    /// the wait, so that one that never gets ready is killed with the env
+    /// too, not left running after a failed test.
     pub async fn start_worker(&mut self, extra: &[(&str, &str)]) -> usize {
         let worker = Worker::spawn(self, extra);
-        worker.wait_ready().await;
         self.workers.push(worker);
-        self.workers.len() - 1
+        let index = self.workers.len() - 1;
+        self.workers[index].wait_ready().await;
+        index
     }
 
     pub fn worker(&mut self, index: usize) -> &mut Worker {

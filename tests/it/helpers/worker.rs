@@ -214,3 +214,10 @@ pub fn metric(page: &str, name: &str) -> f64 {
         .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
         .unwrap_or(0.0)
 }
+
+/// A worker never outlives its handle, whatever the test did.
+impl Drop for Worker {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
