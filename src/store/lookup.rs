@@ -72,20 +72,51 @@ pub struct Wanted<'a> {
     pub new_processes: usize,
 }
 
+/// The statements of the reads, prepared before any is sent.
+pub(super) struct ReadStatements {
+    stored_replies: Statement,
+    service_instances: Statement,
+    existing_processes: Statement,
+    allocate_ids: Statement,
+}
+
+impl ReadStatements {
+    /// Prepares the four (tokio-postgres caches them per connection).
+    pub(super) async fn prepare(client: &Client) -> Result<Self, StoreError> {
+        let (stored_replies, service_instances, existing_processes, allocate_ids) = tokio::try_join!(
+            client.prepare_cached(include_str!("sql/stored_replies.sql")),
+            client.prepare_cached(include_str!("sql/service_instances.sql")),
+            client.prepare_cached(include_str!("sql/existing_processes.sql")),
+            client.prepare_cached(include_str!("sql/allocate_ids.sql")),
+        )?;
+        Ok(Self {
+            stored_replies,
+            service_instances,
+            existing_processes,
+            allocate_ids,
+        })
+    }
+}
+
 /// Reads stored replies, service instances and colliding processes, and
 /// allocates the process ids, pipelined: every query is sent on the first
-/// poll, in this order, with `statements` prepared from the four `sql/`
-/// files of the same names.
+/// poll, in this order.
 pub(super) async fn read(
     client: &Client,
-    [stored, instances, existing, ids]: [&Statement; 4],
+    statements: &ReadStatements,
     wanted: &Wanted<'_>,
 ) -> Result<Lookup, StoreError> {
+    let st = statements;
     let ((stored, expired), instances, existing, ids) = tokio::try_join!(
-        stored_replies(client, stored, wanted.request_ids, wanted.retention),
-        service_instances(client, instances, wanted.service_instance_ids),
-        existing_processes(client, existing, wanted.colliding_with),
-        allocate_ids(client, ids, wanted.new_processes),
+        stored_replies(
+            client,
+            &st.stored_replies,
+            wanted.request_ids,
+            wanted.retention
+        ),
+        service_instances(client, &st.service_instances, wanted.service_instance_ids),
+        existing_processes(client, &st.existing_processes, wanted.colliding_with),
+        allocate_ids(client, &st.allocate_ids, wanted.new_processes),
     )?;
     Ok(Lookup {
         stored,

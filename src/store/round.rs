@@ -21,10 +21,7 @@ use super::{Client, StoreError};
 /// caches them). All are prepared before any is sent, because a statement
 /// prepared on first use would be sent behind the COPY and wait for it.
 struct Statements {
-    stored_replies: Statement,
-    service_instances: Statement,
-    existing_processes: Statement,
-    allocate_ids: Statement,
+    read: lookup::ReadStatements,
     copy_processes: Statement,
     expire_request_log: Statement,
     insert_request_log: Statement,
@@ -35,28 +32,27 @@ struct Statements {
 impl Statements {
     async fn prepare(client: &Client) -> Result<Self, StoreError> {
         let (
-            (stored_replies, service_instances, existing_processes, allocate_ids, copy_processes),
-            (expire_request_log, insert_request_log, insert_relations, insert_audit_log),
-        ) = tokio::try_join!(
-            futures::future::try_join5(
-                client.prepare_cached(include_str!("sql/stored_replies.sql")),
-                client.prepare_cached(include_str!("sql/service_instances.sql")),
-                client.prepare_cached(include_str!("sql/existing_processes.sql")),
-                client.prepare_cached(include_str!("sql/allocate_ids.sql")),
-                client.prepare_cached(include_str!("sql/copy_processes.sql")),
+            read,
+            (
+                copy_processes,
+                expire_request_log,
+                insert_request_log,
+                insert_relations,
+                insert_audit_log,
             ),
-            futures::future::try_join4(
+        ) = tokio::try_join!(lookup::ReadStatements::prepare(client), async {
+            futures::future::try_join5(
+                client.prepare_cached(include_str!("sql/copy_processes.sql")),
                 client.prepare_cached(include_str!("sql/expire_request_log.sql")),
                 client.prepare_cached(include_str!("sql/insert_request_log.sql")),
                 client.prepare_cached(include_str!("sql/insert_relations.sql")),
                 client.prepare_cached(include_str!("sql/insert_audit_log.sql")),
-            ),
-        )?;
+            )
+            .await
+            .map_err(StoreError::from)
+        },)?;
         Ok(Self {
-            stored_replies,
-            service_instances,
-            existing_processes,
-            allocate_ids,
+            read,
             copy_processes,
             expire_request_log,
             insert_request_log,
@@ -98,16 +94,7 @@ impl Round {
             unsettled: copies,
         };
         let (client, st) = (round.client(), &round.statements);
-        let read = lookup::read(
-            client,
-            [
-                &st.stored_replies,
-                &st.service_instances,
-                &st.existing_processes,
-                &st.allocate_ids,
-            ],
-            wanted,
-        );
+        let read = lookup::read(client, &st.read, wanted);
         if !copies {
             let lookup = read.await?;
             return Ok((round, lookup));

@@ -172,13 +172,7 @@ async fn a_copy_the_server_refuses_to_start_is_retried_on_a_fresh_connection() {
     let db = env.db().await;
     let w = env.start_worker(&[]).await;
     // The worker's sessions begun from now on are read-only.
-    let read_only = format!(
-        "ALTER DATABASE \"{}\" SET default_transaction_read_only = on",
-        env.database
-    );
-    db.batch_execute(&read_only)
-        .await
-        .expect("make the database read-only");
+    set_read_only(&db, &env.database, true).await;
     db.execute(
         "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1 AND application_name = 'procinst'",
         &[&env.database],
@@ -207,17 +201,23 @@ async fn a_copy_the_server_refuses_to_start_is_retried_on_a_fresh_connection() {
     assert_eq!(env.count("SELECT count(*) FROM process").await, 0);
 
     // Only sessions begun from now on are writable again.
-    let writable = format!(
-        "ALTER DATABASE \"{}\" RESET default_transaction_read_only",
-        env.database
-    );
-    db.batch_execute(&writable)
-        .await
-        .expect("make the database writable");
+    set_read_only(&db, &env.database, false).await;
     assert_exactly_once(&env, &client, 20, 2).await;
     let log = env.worker(w).log();
     assert!(
         !log.contains("unexpected message from server"),
         "no connection is reused after a refused COPY: {log}"
     );
+}
+
+/// Makes the sessions begun on `database` from now on read-only, or not.
+async fn set_read_only(db: &tokio_postgres::Client, database: &str, on: bool) {
+    let setting = if on {
+        "SET default_transaction_read_only = on"
+    } else {
+        "RESET default_transaction_read_only"
+    };
+    db.batch_execute(&format!("ALTER DATABASE \"{database}\" {setting}"))
+        .await
+        .expect("ALTER DATABASE default_transaction_read_only");
 }
