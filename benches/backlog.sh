@@ -5,7 +5,8 @@
 #   benches/backlog.sh [N]        (default 100000)
 #
 # Worker settings come from the environment (PROCINST_PREFETCH, ...);
-# BENCH_METRICS=1 prints the worker's stage timings after the drain.
+# BENCH_METRICS=1 prints the worker's stage timings after the drain;
+# BENCH_BIN runs that executable instead of building the release one.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . benches/common.sh
@@ -16,8 +17,11 @@ export PROCINST_REPLY_QUEUE=procinst.backlog.replies
 export PROCINST_DEAD_LETTER_QUEUE=procinst.backlog.dead
 export PROCINST_DEAD_LETTER_EXCHANGE=procinst.backlog.dlx
 export RUST_LOG=${RUST_LOG:-warn}
-cargo build --release --quiet
-bin=target/release/procinst
+bin=${BENCH_BIN:-}
+if [ -z "$bin" ]; then
+  cargo build --release --quiet
+  bin=target/release/procinst
+fi
 db=${DATABASE_URL##*/}
 psql "${DATABASE_URL%/*}/postgres" -qc "DROP DATABASE IF EXISTS \"$db\" WITH (FORCE)"
 work=$(mktemp -d)

@@ -6,6 +6,7 @@ use std::{
         Arc,
         atomic::{AtomicU64, Ordering},
     },
+    task::Poll,
     time::{Duration, Instant},
 };
 
@@ -74,12 +75,23 @@ pub async fn run(load: &Load<'_>, body: impl Fn(usize) -> Vec<u8>) -> anyhow::Re
         permits.clone(),
     ));
 
+    // Each publish is polled once, which queues its frames, and then
+    // awaited (written, then confirmed) with the others, so that sending
+    // does not wait on the connection's I/O thread message by message.
     let mut confirms = FuturesUnordered::new();
     for i in 0..load.requests {
         permits.acquire().await?.forget();
         if let Some(rate) = load.rate.filter(|r| *r > 0.0) {
-            tokio::time::sleep_until((start + Duration::from_secs_f64(i as f64 / rate)).into())
-                .await;
+            let due =
+                tokio::time::sleep_until((start + Duration::from_secs_f64(i as f64 / rate)).into());
+            tokio::pin!(due);
+            loop {
+                tokio::select! {
+                    biased;
+                    _ = &mut due => break,
+                    Some(confirmed) = confirms.next() => confirmed?,
+                }
+            }
         }
         let correlation = format!("{}-{i}", load.run_id);
         let properties = BasicProperties::default()
@@ -88,25 +100,35 @@ pub async fn run(load: &Load<'_>, body: impl Fn(usize) -> Vec<u8>) -> anyhow::Re
             .with_reply_to(reply_to.as_str().into())
             .with_correlation_id(correlation.as_str().into());
         sent[i].store(start.elapsed().as_nanos() as u64, Ordering::Relaxed);
-        let confirm = broker
-            .publish
-            .basic_publish(
-                "".into(),
-                load.queue.into(),
-                BasicPublishOptions::default(),
-                &body(i),
-                properties,
-            )
-            .await?;
-        confirms.push(confirm);
+        let channel = broker.publish.clone();
+        let queue = load.queue.to_owned();
+        let body = body(i);
+        let mut publish = Box::pin(async move {
+            let confirm = channel
+                .basic_publish(
+                    "".into(),
+                    queue.as_str().into(),
+                    BasicPublishOptions::default(),
+                    &body,
+                    properties,
+                )
+                .await?;
+            anyhow::ensure!(confirm.await?.is_ack(), "the broker refused a request");
+            Ok(())
+        });
+        if let Poll::Ready(done) = futures::poll!(publish.as_mut()) {
+            done?;
+        } else {
+            confirms.push(publish);
+        }
         while confirms.len() >= CONFIRMS_IN_FLIGHT {
-            if let Some(result) = confirms.next().await {
-                anyhow::ensure!(result?.is_ack(), "the broker refused a request");
+            if let Some(confirmed) = confirms.next().await {
+                confirmed?;
             }
         }
     }
-    while let Some(result) = confirms.next().await {
-        anyhow::ensure!(result?.is_ack(), "the broker refused a request");
+    while let Some(confirmed) = confirms.next().await {
+        confirmed?;
     }
     let replies = reader.await??;
     let seconds = start.elapsed().as_secs_f64();
