@@ -128,6 +128,8 @@ def figures(r):
         "p99 ms": w["p99_ms"],
         "echo p50": e.get("p50_ms"),
         "echo p99": e.get("p99_ms"),
+        # The half-load target reads p50 against the echo's, round by round.
+        "p50/echo": w["p50_ms"] / e["p50_ms"] if e.get("p50_ms") else None,
         "WAL B/req": db.get("wal_bytes"),
         "RSS MiB": r.get("worker_peak_rss_mib"),
     }
