@@ -17,11 +17,7 @@ export PROCINST_REPLY_QUEUE=procinst.backlog.replies
 export PROCINST_DEAD_LETTER_QUEUE=procinst.backlog.dead
 export PROCINST_DEAD_LETTER_EXCHANGE=procinst.backlog.dlx
 export RUST_LOG=${RUST_LOG:-warn}
-bin=${BENCH_BIN:-}
-if [ -z "$bin" ]; then
-  cargo build --release --quiet
-  bin=target/release/procinst
-fi
+bin=$(bench_bin)
 db=${DATABASE_URL##*/}
 psql "${DATABASE_URL%/*}/postgres" -qc "DROP DATABASE IF EXISTS \"$db\" WITH (FORCE)"
 work=$(mktemp -d)

@@ -1,6 +1,18 @@
-# Sourced by the benchmark scripts: removes what a run leaves on the
-# servers, its queues, its dead-letter exchange and its database, named by
-# the PROCINST_* and DATABASE_URL settings the script exported.
+# Sourced by the benchmark scripts: the executable under test, and removing
+# what a run leaves on the servers (its queues, its dead-letter exchange and
+# its database, named by the PROCINST_* and DATABASE_URL settings the script
+# exported).
+
+# The executable to measure: BENCH_BIN when set, else this tree's release
+# build (built first).
+bench_bin() {
+  if [ -n "${BENCH_BIN:-}" ]; then
+    printf '%s\n' "$BENCH_BIN"
+    return
+  fi
+  cargo build --release --quiet
+  printf '%s\n' target/release/procinst
+}
 
 remove_bench_objects() {
   local q

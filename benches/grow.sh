@@ -6,6 +6,7 @@
 #
 #   benches/grow.sh [SIZES...]      (default: 0 1000000 5000000)
 #   RATE=1500 REQUESTS=10000 benches/grow.sh 0 5000000
+# BENCH_BIN runs that executable instead of building the release one.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . benches/common.sh
@@ -19,8 +20,7 @@ export PROCINST_DEAD_LETTER_QUEUE=procinst.grow.dead
 export PROCINST_DEAD_LETTER_EXCHANGE=procinst.grow.dlx
 export PROCINST_HTTP_ADDR=127.0.0.1:9481
 export RUST_LOG=${RUST_LOG:-warn}
-cargo build --release --quiet
-bin=target/release/procinst
+bin=$(bench_bin)
 db=${DATABASE_URL##*/}
 admin="${DATABASE_URL%/*}/postgres"
 pid=

@@ -24,11 +24,7 @@ export PROCINST_DEAD_LETTER_QUEUE=${PROCINST_DEAD_LETTER_QUEUE:-procinst.bench.d
 export PROCINST_DEAD_LETTER_EXCHANGE=${PROCINST_DEAD_LETTER_EXCHANGE:-procinst.bench.dlx}
 export RUST_LOG=${RUST_LOG:-warn}
 
-bin=${BENCH_BIN:-}
-if [ -z "$bin" ]; then
-  cargo build --release --quiet
-  bin=target/release/procinst
-fi
+bin=$(bench_bin)
 db=${DATABASE_URL##*/}
 psql "${DATABASE_URL%/*}/postgres" -qc "DROP DATABASE IF EXISTS \"$db\" WITH (FORCE)"
 $bin migrate
