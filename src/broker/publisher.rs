@@ -90,23 +90,15 @@ impl Publisher {
     }
 
     /// Sends every message, in order, without waiting for the connection's
-    /// I/O thread between them: lapin queues a publish's frames (and takes
-    /// its confirm's delivery tag) the first time its future is polled, so
-    /// each is polled once in turn and all are then awaited together. One
-    /// wake-up of the I/O thread writes many frames, where awaiting each
-    /// publish before the next cost two thread switches per message.
+    /// I/O thread between them (see [`started`]); all are then awaited
+    /// together.
     async fn send_all(
         &self,
         messages: &[&Outgoing<'_>],
     ) -> Result<Vec<lapin::PublisherConfirm>, BrokerError> {
         let mut sends = Vec::with_capacity(messages.len());
         for message in messages {
-            let mut send = Box::pin(self.send(message));
-            let sent = match futures::poll!(send.as_mut()) {
-                Poll::Ready(sent) => Either::Left(future::ready(sent)),
-                Poll::Pending => Either::Right(send),
-            };
-            sends.push(sent);
+            sends.push(started(self.send(message)).await);
         }
         join_all(sends).await.into_iter().collect()
     }
@@ -128,10 +120,47 @@ impl Publisher {
     }
 }
 
+/// Polls a publish once and returns it, to be awaited later. lapin queues
+/// a publish's frames (and takes its confirm's delivery tag) the first
+/// time its future is polled, so publishes started one after the other go
+/// out in that order, and one wake-up of the I/O thread writes them all;
+/// awaiting each publish before the next cost two thread switches per
+/// message.
+pub async fn started<F: Future>(publish: F) -> impl Future<Output = F::Output> {
+    let mut publish = Box::pin(publish);
+    match futures::poll!(publish.as_mut()) {
+        Poll::Ready(done) => Either::Left(future::ready(done)),
+        Poll::Pending => Either::Right(publish),
+    }
+}
+
 /// Properties of a reply: persistent JSON, correlated to its request.
 pub fn reply_properties(correlation_id: &str) -> BasicProperties {
     BasicProperties::default()
         .with_content_type("application/json".into())
         .with_delivery_mode(2)
         .with_correlation_id(correlation_id.into())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::cell::Cell;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn a_started_publish_has_run_up_to_its_first_wait_and_finishes_when_awaited() {
+        let queued = Cell::new(false);
+        let publish = started(async {
+            queued.set(true);
+            tokio::task::yield_now().await;
+            7
+        })
+        .await;
+        assert!(queued.get(), "started polls the future once");
+        assert_eq!(publish.await, 7);
+
+        let ready = started(async { 8 }).await;
+        assert_eq!(ready.await, 8);
+    }
 }

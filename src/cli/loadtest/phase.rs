@@ -6,17 +6,16 @@ use std::{
         Arc,
         atomic::{AtomicU64, Ordering},
     },
-    task::Poll,
     time::{Duration, Instant},
 };
 
 use futures::{StreamExt, stream::FuturesUnordered};
 use hdrhistogram::Histogram;
-use lapin::{BasicProperties, options::BasicPublishOptions};
+use lapin::{BasicProperties, options::BasicPublishOptions, types::ShortString};
 use serde::Serialize;
 use tokio::sync::Semaphore;
 
-use crate::broker::{self, Cluster, Inbox};
+use crate::broker::{self, Cluster, Inbox, started};
 
 /// Longest silence tolerated while waiting for replies.
 const REPLY_IDLE_LIMIT: Duration = Duration::from_secs(60);
@@ -75,9 +74,9 @@ pub async fn run(load: &Load<'_>, body: impl Fn(usize) -> Vec<u8>) -> anyhow::Re
         permits.clone(),
     ));
 
-    // Each publish is polled once, which queues its frames, and then
-    // awaited (written, then confirmed) with the others, so that sending
-    // does not wait on the connection's I/O thread message by message.
+    // Each publish is started (its frames queued) in turn and awaited,
+    // written and then confirmed, with the others.
+    let queue = ShortString::from(load.queue);
     let mut confirms = FuturesUnordered::new();
     for i in 0..load.requests {
         permits.acquire().await?.forget();
@@ -101,13 +100,13 @@ pub async fn run(load: &Load<'_>, body: impl Fn(usize) -> Vec<u8>) -> anyhow::Re
             .with_correlation_id(correlation.as_str().into());
         sent[i].store(start.elapsed().as_nanos() as u64, Ordering::Relaxed);
         let channel = broker.publish.clone();
-        let queue = load.queue.to_owned();
+        let queue = queue.clone();
         let body = body(i);
-        let mut publish = Box::pin(async move {
+        let publish = async move {
             let confirm = channel
                 .basic_publish(
                     "".into(),
-                    queue.as_str().into(),
+                    queue,
                     BasicPublishOptions::default(),
                     &body,
                     properties,
@@ -115,12 +114,8 @@ pub async fn run(load: &Load<'_>, body: impl Fn(usize) -> Vec<u8>) -> anyhow::Re
                 .await?;
             anyhow::ensure!(confirm.await?.is_ack(), "the broker refused a request");
             Ok(())
-        });
-        if let Poll::Ready(done) = futures::poll!(publish.as_mut()) {
-            done?;
-        } else {
-            confirms.push(publish);
-        }
+        };
+        confirms.push(started(publish).await);
         while confirms.len() >= CONFIRMS_IN_FLIGHT {
             if let Some(confirmed) = confirms.next().await {
                 confirmed?;
