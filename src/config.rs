@@ -115,7 +115,8 @@ pub struct Settings {
         global = true
     )]
     pub batch_size: usize,
-    /// How long a batch waits for more deliveries after its first one.
+    /// Longest a batch waits for more deliveries after its first one while
+    /// the database works on another; with none there, it leaves at once.
     #[arg(
         long,
         env = "PROCINST_BATCH_LINGER_MS",

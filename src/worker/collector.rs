@@ -12,7 +12,7 @@ use lapin::{
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::batcher::{Collected, next_batch, remaining, top_up};
+use super::batcher::{Collected, Occupancy, Occupied, next_batch, remaining, top_up};
 use super::{Health, SessionEnd, Worker};
 use crate::broker::{self, Broker, BrokerError};
 use crate::config::Settings;
@@ -60,9 +60,13 @@ pub(super) async fn subscribe(
         })?
 }
 
+/// A batch handed to the decider, counted in its [`Occupancy`] until the
+/// decider is done with the database for it.
+pub(super) type Handed = (Vec<Delivery>, Occupied);
+
 /// The collect stage: gathers deliveries into batches of at most the batch
-/// size, each leaving once its linger is over or the decider can take it,
-/// until shutdown or the session is lost. On shutdown it stops consuming
+/// size, each leaving once its linger is over or the database has no batch
+/// (and the decider can take it), until shutdown or the session is lost. On shutdown it stops consuming
 /// and hands on everything already received, so that it is answered.
 pub(super) struct Collector<'a> {
     broker: &'a Broker,
@@ -73,6 +77,8 @@ pub(super) struct Collector<'a> {
     /// The batch being gathered; kept here so that a shutdown cancelling
     /// the gathering does not drop it.
     held: Vec<Delivery>,
+    /// The batches handed on whose database work is not done.
+    deciding: Occupancy,
 }
 
 impl<'a> Collector<'a> {
@@ -89,12 +95,13 @@ impl<'a> Collector<'a> {
             health: &worker.health,
             shutdown,
             held: Vec::with_capacity(worker.settings.batch_size),
+            deciding: Occupancy::default(),
         }
     }
 
     /// Runs the stage; closing `batches` (on return) ends the decider once
     /// it has decided what it was handed.
-    pub(super) async fn run(mut self, batches: mpsc::Sender<Vec<Delivery>>) -> SessionEnd {
+    pub(super) async fn run(mut self, batches: mpsc::Sender<Handed>) -> SessionEnd {
         let end = self.collect(&batches).await;
         if matches!(end, SessionEnd::Shutdown) {
             self.drain(&batches).await;
@@ -105,14 +112,14 @@ impl<'a> Collector<'a> {
     /// Hands on batches until shutdown or the session is lost. A batch in
     /// hand when the consumer ends is handed on too: a consumer the broker
     /// cancelled leaves a channel that still takes acks.
-    async fn collect(&mut self, batches: &mpsc::Sender<Vec<Delivery>>) -> SessionEnd {
+    async fn collect(&mut self, batches: &mpsc::Sender<Handed>) -> SessionEnd {
         let (size, linger) = (self.settings.batch_size, self.settings.batch_linger());
         loop {
             let collected = tokio::select! {
                 biased;
                 _ = self.shutdown.cancelled() => return SessionEnd::Shutdown,
                 _ = broker_lost(self.broker) => return SessionEnd::Lost(None),
-                collected = next_batch(&mut self.consumer, &mut self.held, size, linger) => collected,
+                collected = next_batch(&mut self.consumer, &mut self.held, size, linger, Some(&mut self.deciding)) => collected,
             };
             if let Collected::Ended(cause) = collected {
                 self.hand_on(batches).await;
@@ -125,7 +132,9 @@ impl<'a> Collector<'a> {
                 handed = top_up(&mut self.consumer, &mut self.held, size, batches.reserve()) => handed,
             };
             match handed {
-                Ok(Ok(permit)) => permit.send(std::mem::take(&mut self.held)),
+                Ok(Ok(permit)) => {
+                    permit.send((std::mem::take(&mut self.held), self.deciding.enter()))
+                }
                 Ok(Err(_decider_gone)) => return SessionEnd::Lost(None),
                 Err(cause) => {
                     self.hand_on(batches).await;
@@ -138,7 +147,7 @@ impl<'a> Collector<'a> {
     /// After shutdown: not ready, basic.cancel, then everything received
     /// is in flight: the batch being gathered, then what the broker sent
     /// before the cancel.
-    async fn drain(&mut self, batches: &mpsc::Sender<Vec<Delivery>>) {
+    async fn drain(&mut self, batches: &mpsc::Sender<Handed>) {
         self.health.set_consuming(false);
         let _ = self
             .broker
@@ -150,15 +159,16 @@ impl<'a> Collector<'a> {
             .await;
         self.hand_on(batches).await;
         for batch in remaining(&mut self.consumer, self.settings.batch_size).await {
-            let _ = batches.send(batch).await;
+            let _ = batches.send((batch, self.deciding.enter())).await;
         }
         tracing::info!("stopped consuming; finishing the batches in flight");
     }
 
     /// Hands the batch in hand, if any, to the decider.
-    async fn hand_on(&mut self, batches: &mpsc::Sender<Vec<Delivery>>) {
+    async fn hand_on(&mut self, batches: &mpsc::Sender<Handed>) {
         if !self.held.is_empty() {
-            let _ = batches.send(std::mem::take(&mut self.held)).await;
+            let handed = (std::mem::take(&mut self.held), self.deciding.enter());
+            let _ = batches.send(handed).await;
         }
     }
 }

@@ -11,6 +11,8 @@ use tokio::sync::mpsc;
 use tracing::{Instrument, Span};
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
+use super::batcher::Occupied;
+use super::collector::Handed;
 use super::decide::{Context, Input, Limits, decide};
 use super::disposition::Disposition;
 use super::existing::ExistingCheck;
@@ -65,12 +67,12 @@ impl<'a> Decider<'a> {
     /// taken is decided, or the deliverer is gone.
     pub(super) async fn run(
         self,
-        mut batches: mpsc::Receiver<Vec<Delivery>>,
+        mut batches: mpsc::Receiver<Handed>,
         decided: mpsc::Sender<Decided>,
     ) {
         let turnstile = Turnstile::default();
         let mut in_order = futures::stream::poll_fn(|cx| batches.poll_recv(cx))
-            .map(|batch| self.decide_batch(batch, turnstile.take()))
+            .map(|(batch, deciding)| self.decide_batch(batch, deciding, turnstile.take()))
             .buffered(self.concurrent_batches);
         while let Some(batch) = in_order.next().await {
             if let Some(batch) = batch
@@ -83,7 +85,12 @@ impl<'a> Decider<'a> {
 
     /// Decides a batch in its spans; `None` when it was given up: handed
     /// back, or left to the broker with its closed channel.
-    async fn decide_batch(&self, batch: Vec<Delivery>, turn: Turn) -> Option<Decided> {
+    async fn decide_batch(
+        &self,
+        batch: Vec<Delivery>,
+        deciding: Occupied,
+        turn: Turn,
+    ) -> Option<Decided> {
         let span = tracing::info_span!("batch", size = batch.len());
         let requests: Vec<Span> = batch.iter().map(request_span).collect();
         // The batch's shared database round trips show in each request's
@@ -102,8 +109,10 @@ impl<'a> Decider<'a> {
             .decide_with_retries(&batch, &turn)
             .instrument(span.clone())
             .await;
-        // Later batches write as soon as this one is decided or given up.
+        // Later batches write as soon as this one is decided or given up,
+        // and the batch being gathered may leave.
         drop(turn);
+        drop(deciding);
         match fates {
             Ok(fates) => Some(Decided {
                 batch,

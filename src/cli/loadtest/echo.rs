@@ -54,7 +54,7 @@ pub async fn serve(
         batch.clear();
         let collected = tokio::select! {
             _ = stop.cancelled() => break,
-            c = next_batch(&mut consumer, &mut batch, settings.batch_size, settings.batch_linger()) => c,
+            c = next_batch(&mut consumer, &mut batch, settings.batch_size, settings.batch_linger(), None) => c,
         };
         if let Collected::Ended(..) = collected {
             anyhow::bail!("the echo consumer ended");

@@ -12,13 +12,17 @@ use crate::helpers::{Env, Worker, request};
 async fn sigterm_answers_everything_received_including_a_batch_being_gathered() {
     let mut env = Env::new().await;
     env.service_instance(1, 10, "0", 0, 1).await;
-    // A batch gathers for 20 s: at SIGTERM one is still being gathered.
+    // While the database holds the first batch, the rest gather for up to
+    // 20 s: at SIGTERM one batch is writing and one is being gathered.
     let w = env
         .start_worker(&[("PROCINST_BATCH_LINGER_MS", "20000")])
         .await;
     let client = env.client().await;
+    let held = env.hold_process_writes().await;
+    client.send(&request("term-0", 1, 10, "t0", 2)).await;
+    env.worker(w).wait_for_batches(1.0).await;
     let n = 50;
-    for i in 0..n {
+    for i in 1..n {
         client
             .send(&request(&format!("term-{i}"), 1, 10, &format!("t{i}"), 2))
             .await;
@@ -28,6 +32,10 @@ async fn sigterm_answers_everything_received_including_a_batch_being_gathered() 
         "every request reached the worker"
     );
     env.worker(w).signal("TERM");
+    env.worker(w)
+        .wait_for_log("finishing the batches in flight")
+        .await;
+    held.batch_execute("COMMIT").await.expect("release process");
     // Well before the linger is over, and no other worker helps.
     let code = env.worker(w).wait_exit(Duration::from_secs(10)).await;
     let log = env.worker(w).log();

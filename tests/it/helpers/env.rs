@@ -166,6 +166,17 @@ impl Env {
         connect(&self.database_url()).await
     }
 
+    /// Holds back every write to `process` until the returned connection
+    /// commits: a batch that reaches its insert waits there, so the
+    /// database stays busy with it for as long as the test likes.
+    pub async fn hold_process_writes(&self) -> tokio_postgres::Client {
+        let db = self.db().await;
+        db.batch_execute("BEGIN; LOCK TABLE process IN EXCLUSIVE MODE")
+            .await
+            .expect("lock process");
+        db
+    }
+
     pub async fn count(&self, sql: &str) -> i64 {
         self.db().await.query_one(sql, &[]).await.expect(sql).get(0)
     }

@@ -140,6 +140,20 @@ impl Worker {
             .unwrap_or_default()
     }
 
+    /// Batches the worker has taken to the database so far.
+    pub async fn batches(&self) -> f64 {
+        metric(&self.metrics().await, "procinst_batch_size_count")
+    }
+
+    /// Waits, within [`WAIT`], until the worker has taken `n` batches.
+    pub async fn wait_for_batches(&self, n: f64) {
+        let deadline = Instant::now() + WAIT;
+        while self.batches().await < n {
+            assert!(Instant::now() < deadline, "fewer than {n} batches taken");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     pub fn log(&self) -> String {
         self.log.lock().map(|l| l.clone()).unwrap_or_default()
     }
