@@ -14,7 +14,7 @@ use futures::SinkExt;
 use tokio_postgres::{CopyInSink, Statement, types::ToSql};
 
 use super::lookup::{self, Lookup, Wanted};
-use super::write::{AuditColumns, NewRequest, RelationColumns, RequestLogColumns, process_rows};
+use super::write::{NewRequest, RowColumns, process_rows};
 use super::{Client, StoreError};
 
 /// The statements of a round, prepared once per connection (tokio-postgres
@@ -24,40 +24,26 @@ struct Statements {
     read: lookup::ReadStatements,
     copy_processes: Statement,
     expire_request_log: Statement,
-    insert_request_log: Statement,
-    insert_relations: Statement,
-    insert_audit_log: Statement,
+    insert_rows: Statement,
 }
 
 impl Statements {
     async fn prepare(client: &Client) -> Result<Self, StoreError> {
-        let (
-            read,
-            (
-                copy_processes,
-                expire_request_log,
-                insert_request_log,
-                insert_relations,
-                insert_audit_log,
-            ),
-        ) = tokio::try_join!(lookup::ReadStatements::prepare(client), async {
-            futures::future::try_join5(
-                client.prepare_cached(include_str!("sql/copy_processes.sql")),
-                client.prepare_cached(include_str!("sql/expire_request_log.sql")),
-                client.prepare_cached(include_str!("sql/insert_request_log.sql")),
-                client.prepare_cached(include_str!("sql/insert_relations.sql")),
-                client.prepare_cached(include_str!("sql/insert_audit_log.sql")),
-            )
-            .await
-            .map_err(StoreError::from)
-        },)?;
+        let (read, (copy_processes, expire_request_log, insert_rows)) =
+            tokio::try_join!(lookup::ReadStatements::prepare(client), async {
+                futures::future::try_join3(
+                    client.prepare_cached(include_str!("sql/copy_processes.sql")),
+                    client.prepare_cached(include_str!("sql/expire_request_log.sql")),
+                    client.prepare_cached(include_str!("sql/insert_rows.sql")),
+                )
+                .await
+                .map_err(StoreError::from)
+            },)?;
         Ok(Self {
             read,
             copy_processes,
             expire_request_log,
-            insert_request_log,
-            insert_relations,
-            insert_audit_log,
+            insert_rows,
         })
     }
 }
@@ -113,8 +99,8 @@ impl Round {
 
     /// Writes the round's rows and commits, in one round trip: the COPY's
     /// data (or BEGIN, when none was started), the deletion of rows past
-    /// retention that the new ones replace, the request log, the instance
-    /// relations, the audit rows, COMMIT.
+    /// retention that the new ones replace, one statement for the instance
+    /// relations, the audit rows and the request log, COMMIT.
     ///
     /// Each request is all or nothing because the whole round is: callers
     /// only pass requests already checked against the database. When a
@@ -136,9 +122,7 @@ impl Round {
         }
         self.unsettled = true;
         let (client, st) = (self.client(), &self.statements);
-        let log = RequestLogColumns::from(requests);
-        let relations = RelationColumns::from(requests);
-        let audit = AuditColumns::from(requests);
+        let rows = RowColumns::from(requests);
         let retention_s = retention.as_secs_f64();
         let expired: Vec<&str> = requests
             .iter()
@@ -146,9 +130,7 @@ impl Round {
             .map(|r| r.request_id)
             .collect();
         let expire_params: [&(dyn ToSql + Sync); 2] = [&expired, &retention_s];
-        let log_params = log.params();
-        let relation_params = relations.params();
-        let audit_params = audit.params();
+        let row_params = rows.params();
         let began = copy.is_some();
         let copied = async {
             let Some(mut sink) = copy else {
@@ -157,7 +139,7 @@ impl Round {
             sink.send(process_rows(requests)).await?;
             sink.as_mut().finish().await.map(drop)
         };
-        let (begin, copied, expire, log, relation, audit, commit) = tokio::join!(
+        let (begin, copied, expire, inserted, commit) = tokio::join!(
             when(!began, client.batch_execute("BEGIN")),
             copied,
             when(
@@ -166,24 +148,14 @@ impl Round {
             ),
             when(
                 !requests.is_empty(),
-                client.execute(&st.insert_request_log, &log_params)
-            ),
-            when(
-                !relations.is_empty(),
-                client.execute(&st.insert_relations, &relation_params)
-            ),
-            when(
-                !requests.is_empty(),
-                client.execute(&st.insert_audit_log, &audit_params)
+                client.execute(&st.insert_rows, &row_params)
             ),
             client.batch_execute("COMMIT"),
         );
         let written = begin
             .and(copied)
             .and(expire.map(drop))
-            .and(log.map(drop))
-            .and(relation.map(drop))
-            .and(audit.map(drop))
+            .and(inserted.map(drop))
             .and(commit);
         if let Err(e) = written {
             // Normally the server rolled back already; this makes sure

@@ -62,106 +62,68 @@ pub(super) fn process_rows(requests: &[NewRequest<'_>]) -> Bytes {
     rows.finish()
 }
 
-pub(super) struct RequestLogColumns<'a> {
-    ids: Vec<&'a str>,
+/// The batch's rows besides its processes, as the parallel arrays of
+/// `insert_rows.sql`: one element per request for the request log and the
+/// audit rows, one per process for the instance relations.
+#[derive(Default)]
+pub(super) struct RowColumns<'a> {
+    request_ids: Vec<&'a str>,
     meanings: Vec<&'a [u8]>,
     replies: Vec<&'a [u8]>,
-}
-
-impl<'a> From<&'a [NewRequest<'a>]> for RequestLogColumns<'a> {
-    fn from(requests: &'a [NewRequest<'a>]) -> Self {
-        Self {
-            ids: requests.iter().map(|r| r.request_id).collect(),
-            meanings: requests.iter().map(|r| r.meaning).collect(),
-            replies: requests.iter().map(|r| r.reply).collect(),
-        }
-    }
-}
-
-impl RequestLogColumns<'_> {
-    /// The parameters in the order of `insert_request_log.sql`.
-    pub(super) fn params(&self) -> [&(dyn ToSql + Sync); 3] {
-        [&self.ids, &self.meanings, &self.replies]
-    }
-}
-
-pub(super) struct AuditColumns<'a> {
-    request_ids: Vec<&'a str>,
-    service_instances: Vec<i64>,
+    process_ids: Vec<i64>,
+    process_instances: Vec<i64>,
+    process_hosts: Vec<i64>,
+    process_businesses: Vec<i64>,
+    process_suppliers: Vec<&'a str>,
+    instances: Vec<i64>,
     businesses: Vec<i64>,
     suppliers: Vec<&'a str>,
     operators: Vec<&'a str>,
     details: Vec<&'a str>,
 }
 
-impl<'a> From<&'a [NewRequest<'a>]> for AuditColumns<'a> {
+impl<'a> From<&'a [NewRequest<'a>]> for RowColumns<'a> {
     fn from(requests: &'a [NewRequest<'a>]) -> Self {
-        Self {
-            request_ids: requests.iter().map(|r| r.request_id).collect(),
-            service_instances: requests.iter().map(|r| r.service_instance.id).collect(),
-            businesses: requests
-                .iter()
-                .map(|r| r.service_instance.bk_biz_id)
-                .collect(),
-            suppliers: requests
-                .iter()
-                .map(|r| r.service_instance.bk_supplier_account.as_str())
-                .collect(),
-            operators: requests.iter().map(|r| r.operator).collect(),
-            details: requests.iter().map(|r| r.audit_detail).collect(),
-        }
-    }
-}
-
-impl AuditColumns<'_> {
-    /// The parameters in the order of `insert_audit_log.sql`.
-    pub(super) fn params(&self) -> [&(dyn ToSql + Sync); 6] {
-        [
-            &self.request_ids,
-            &self.service_instances,
-            &self.businesses,
-            &self.suppliers,
-            &self.operators,
-            &self.details,
-        ]
-    }
-}
-
-/// The batch's instance relations as parallel arrays, one element per
-/// process, for UNNEST.
-#[derive(Default)]
-pub(super) struct RelationColumns<'a> {
-    id: Vec<i64>,
-    si: Vec<i64>,
-    host: Vec<i64>,
-    biz: Vec<i64>,
-    supplier: Vec<&'a str>,
-}
-
-impl<'a> From<&'a [NewRequest<'a>]> for RelationColumns<'a> {
-    fn from(requests: &'a [NewRequest<'a>]) -> Self {
-        let mut c = RelationColumns::default();
-        for request in requests {
-            let si = request.service_instance;
-            for p in &request.processes {
-                c.id.push(p.id);
-                c.si.push(si.id);
-                c.host.push(si.bk_host_id);
-                c.biz.push(si.bk_biz_id);
-                c.supplier.push(&si.bk_supplier_account);
+        let mut c = RowColumns::default();
+        for r in requests {
+            let si = r.service_instance;
+            c.request_ids.push(r.request_id);
+            c.meanings.push(r.meaning);
+            c.replies.push(r.reply);
+            for p in &r.processes {
+                c.process_ids.push(p.id);
+                c.process_instances.push(si.id);
+                c.process_hosts.push(si.bk_host_id);
+                c.process_businesses.push(si.bk_biz_id);
+                c.process_suppliers.push(&si.bk_supplier_account);
             }
+            c.instances.push(si.id);
+            c.businesses.push(si.bk_biz_id);
+            c.suppliers.push(&si.bk_supplier_account);
+            c.operators.push(r.operator);
+            c.details.push(r.audit_detail);
         }
         c
     }
 }
 
-impl RelationColumns<'_> {
-    pub(super) fn is_empty(&self) -> bool {
-        self.id.is_empty()
-    }
-
-    /// The parameters in the order of `insert_relations.sql`.
-    pub(super) fn params(&self) -> [&(dyn ToSql + Sync); 5] {
-        [&self.id, &self.si, &self.host, &self.biz, &self.supplier]
+impl RowColumns<'_> {
+    /// The parameters in the order of `insert_rows.sql`.
+    pub(super) fn params(&self) -> [&(dyn ToSql + Sync); 13] {
+        [
+            &self.request_ids,
+            &self.meanings,
+            &self.replies,
+            &self.process_ids,
+            &self.process_instances,
+            &self.process_hosts,
+            &self.process_businesses,
+            &self.process_suppliers,
+            &self.instances,
+            &self.businesses,
+            &self.suppliers,
+            &self.operators,
+            &self.details,
+        ]
     }
 }
