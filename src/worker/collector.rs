@@ -65,9 +65,10 @@ pub(super) async fn subscribe(
 pub(super) type Handed = (Vec<Delivery>, Occupied);
 
 /// The collect stage: gathers deliveries into batches of at most the batch
-/// size, each leaving once its linger is over or the database has no batch
-/// (and the decider can take it), until shutdown or the session is lost. On shutdown it stops consuming
-/// and hands on everything already received, so that it is answered.
+/// size, each leaving once the database holds no batch or its linger is
+/// over (and the decider can take it), until shutdown or the session is
+/// lost. On shutdown it stops consuming and hands on everything already
+/// received, so that it is answered.
 pub(super) struct Collector<'a> {
     broker: &'a Broker,
     consumer: Consumer,
