@@ -35,7 +35,7 @@ pub async fn next_batch(
     batch: &mut Vec<Delivery>,
     max: usize,
     linger: Duration,
-    mut next: Option<&mut Occupancy>,
+    next: Option<&mut Occupancy>,
 ) -> Collected {
     if batch.is_empty() {
         match consumer.next().await {
@@ -44,14 +44,15 @@ pub async fn next_batch(
             None => return Collected::Ended(None),
         }
     }
-    let deadline = Instant::now() + linger;
+    // One timer and one wait per batch, not one per delivery.
+    let mut linger = std::pin::pin!(tokio::time::sleep(linger));
+    let mut idle = std::pin::pin!(async {
+        match next {
+            Some(next) => next.idle().await,
+            None => std::future::pending().await,
+        }
+    });
     while batch.len() < max {
-        let idle = async {
-            match next.as_deref_mut() {
-                Some(next) => next.idle().await,
-                None => std::future::pending().await,
-            }
-        };
         tokio::select! {
             biased;
             delivery = consumer.next() => match delivery {
@@ -59,8 +60,8 @@ pub async fn next_batch(
                 Some(Err(e)) => return Collected::Ended(Some(e)),
                 None => return Collected::Ended(None),
             },
-            () = idle => break,
-            () = tokio::time::sleep_until(deadline) => break,
+            () = &mut idle => break,
+            () = &mut linger => break,
         }
     }
     Collected::Batch

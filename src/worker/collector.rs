@@ -134,7 +134,8 @@ impl<'a> Collector<'a> {
             };
             match handed {
                 Ok(Ok(permit)) => {
-                    permit.send((std::mem::take(&mut self.held), self.deciding.enter()))
+                    let batch = std::mem::take(&mut self.held);
+                    permit.send(self.counted(batch));
                 }
                 Ok(Err(_decider_gone)) => return SessionEnd::Lost(None),
                 Err(cause) => {
@@ -160,16 +161,21 @@ impl<'a> Collector<'a> {
             .await;
         self.hand_on(batches).await;
         for batch in remaining(&mut self.consumer, self.settings.batch_size).await {
-            let _ = batches.send((batch, self.deciding.enter())).await;
+            let _ = batches.send(self.counted(batch)).await;
         }
         tracing::info!("stopped consuming; finishing the batches in flight");
+    }
+
+    /// `batch`, counted as the decider's until it is done with it.
+    fn counted(&self, batch: Vec<Delivery>) -> Handed {
+        (batch, self.deciding.enter())
     }
 
     /// Hands the batch in hand, if any, to the decider.
     async fn hand_on(&mut self, batches: &mpsc::Sender<Handed>) {
         if !self.held.is_empty() {
-            let handed = (std::mem::take(&mut self.held), self.deciding.enter());
-            let _ = batches.send(handed).await;
+            let batch = std::mem::take(&mut self.held);
+            let _ = batches.send(self.counted(batch)).await;
         }
     }
 }

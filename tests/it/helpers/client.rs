@@ -129,6 +129,18 @@ impl Client {
         .await;
     }
 
+    /// Publishes `requests` and waits until the worker has taken every one
+    /// of them from `queue`.
+    pub async fn send_all_taken(&self, queue: &str, requests: impl IntoIterator<Item = Value>) {
+        for body in requests {
+            self.send(&body).await;
+        }
+        assert!(
+            self.settles_at(queue, 0).await,
+            "every request reached the worker"
+        );
+    }
+
     /// Declares a durable quorum queue of the test's own, with no other
     /// arguments: a queue for replies, or one as an older procinst declared.
     pub async fn declare_quorum(&self, name: &str) {
