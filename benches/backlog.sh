@@ -61,12 +61,15 @@ read -r busy0 total0 < <(machine)
 peak=0
 samples=()
 busy=()
+done_by=()
 last_busy=$busy0 last_total=$total0
 while :; do
   rss=$(awk '/VmRSS/ {print $2}' /proc/$pid/status)
   [ "$rss" -gt "$peak" ] && peak=$rss
   samples+=("$((rss / 1024))")
-  [ "$(answered)" -ge "$n" ] && break
+  a=$(answered)
+  done_by+=("$EPOCHREALTIME $a")
+  [ "$a" -ge "$n" ] && break
   sleep 1
   read -r b t < <(machine)
   busy+=("$(( 100 * (b - last_busy) / (t - last_total) ))")
@@ -79,6 +82,11 @@ read -r busy1 total1 < <(machine)
 worker_cpu=$(awk '{print $14 + $15}' /proc/$pid/stat)
 rabbitmqctl -q purge_queue "$PROCINST_REPLY_QUEUE" >/dev/null 2>&1 || true
 echo "drained $n requests in $(echo "$end - $start" | bc) s; worker RSS MiB per second: ${samples[*]}"
+# The rate once the drain is under way: from the first second that answered
+# anything to the last whole second, so start-up and the tail are left out.
+steady=$(printf '%s\n' "${done_by[@]}" | awk '$2 > 0 && i0 == "" {i0 = NR} {t[NR] = $1; a[NR] = $2} END {
+  last = NR - 1; if (i0 != "" && last > i0) printf "%d req/s over %.1f s", (a[last] - a[i0]) / (t[last] - t[i0]), t[last] - t[i0]; else print "too short to tell"}')
+echo "steady drain rate: $steady"
 echo "peak RSS: $((peak / 1024)) MiB"
 echo "machine busy while draining: $(( 100 * (busy1 - busy0) / (total1 - total0) )) % (idle and iowait are the rest; start-up and the last batches included); per second: ${busy[*]}"
 echo "worker CPU per 1000 requests: $(echo "scale=3; $worker_cpu / $(getconf CLK_TCK) * 1000 / $n" | bc) s (start-up included)"
