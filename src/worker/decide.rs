@@ -42,25 +42,50 @@ pub struct Context<'a> {
     pub existing: ExistingCheck,
 }
 
-/// Decides a batch. `Err` only for the whole batch's trouble (see
-/// [`Disposition::of`]): the database's, or contention.
-pub async fn decide(
-    cx: &Context<'_>,
-    turn: &Turn,
-    inputs: &[Input<'_>],
-) -> Result<Vec<Fate>, StoreError> {
-    let mut fates: Vec<Option<Fate>> = vec![None; inputs.len()];
-    let mut readable = Vec::new();
+/// A batch's messages as read: check (1) and the request's own checks, done
+/// once per batch (a retried batch is not read again) and without I/O, so
+/// that a large batch can be read on another thread while the runtime's
+/// thread talks to the broker and the database ([`read`]).
+pub struct Read {
+    /// The dead-letter fate of each unreadable message, by position.
+    unreadable: Vec<Option<Fate>>,
+    /// The readable messages with their positions, in delivery order.
+    readable: Vec<(usize, domain::Decoded)>,
+    /// Each readable message checked, in the order of `readable`.
+    checked: Vec<Result<Request, Rejection>>,
+}
+
+/// Reads a batch: decodes each body (size, JSON, object, request_id) and
+/// checks the readable ones (3, 4, 6 and 7a). Pure and deterministic.
+pub fn read(inputs: &[Input<'_>], limits: Limits) -> Read {
+    let mut unreadable: Vec<Option<Fate>> = vec![None; inputs.len()];
+    let mut readable = Vec::with_capacity(inputs.len());
     for (i, input) in inputs.iter().enumerate() {
-        match domain::decode(input.body, input.message_id, cx.limits.max_body_bytes) {
+        match domain::decode(input.body, input.message_id, limits.max_body_bytes) {
             Ok(decoded) => readable.push((i, decoded)),
-            Err(unreadable) => fates[i] = Some(dead_letter(&unreadable)),
+            Err(why) => unreadable[i] = Some(dead_letter(&why)),
         }
     }
-    let checked: Vec<Result<Request, Rejection>> = timed_sync("validate", || {
+    let checked = timed_sync("validate", || {
         readable.iter().map(|(_, d)| d.validate()).collect()
     });
-    turn.claim(keys(readable.iter().map(|(_, d)| d), &checked));
+    Read {
+        unreadable,
+        readable,
+        checked,
+    }
+}
+
+/// Decides a batch that was [`read`]. `Err` only for the whole batch's
+/// trouble (see [`Disposition::of`]): the database's, or contention.
+pub async fn decide(cx: &Context<'_>, turn: &Turn, read: &Read) -> Result<Vec<Fate>, StoreError> {
+    let Read {
+        unreadable,
+        readable,
+        checked,
+    } = read;
+    let mut fates = unreadable.clone();
+    turn.claim(keys(readable.iter().map(|(_, d)| d), checked));
 
     // A request_id seen twice in one batch: the earlier delivery is decided
     // first, the later one in a following round that sees its result.

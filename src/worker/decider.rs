@@ -13,7 +13,7 @@ use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use super::batcher::Occupied;
 use super::collector::Handed;
-use super::decide::{Context, Input, Limits, decide};
+use super::decide::{self, Context, Input, Limits, Read, decide};
 use super::disposition::Disposition;
 use super::existing::ExistingCheck;
 use super::fate::Fate;
@@ -24,6 +24,10 @@ use crate::telemetry::error_chain;
 
 const DB_RETRY_MIN: Duration = Duration::from_millis(100);
 const DB_RETRY_MAX: Duration = Duration::from_secs(2);
+/// Batches at least this large are read on the blocking pool, beside the
+/// runtime's thread; a smaller one is read in place, where the hand-off
+/// (a thread wake-up each way) would cost more than it frees.
+const READ_APART_FROM: usize = 16;
 
 /// A batch with its fates decided and written, waiting for delivery.
 pub(super) struct Decided {
@@ -105,8 +109,9 @@ impl<'a> Decider<'a> {
         if redelivered > 0 {
             metrics::counter!("procinst_redeliveries_total").increment(redelivered as u64);
         }
+        let (batch, read) = read_batch(batch, self.context.limits).await;
         let fates = self
-            .decide_with_retries(&batch, &turn)
+            .decide_with_retries(&batch, &read, &turn)
             .instrument(span.clone())
             .await;
         // Later batches write as soon as this one is decided or given up,
@@ -139,18 +144,12 @@ impl<'a> Decider<'a> {
     async fn decide_with_retries(
         &self,
         batch: &[Delivery],
+        read: &Read,
         turn: &Turn,
     ) -> Result<Vec<Fate>, Disposition> {
-        let inputs: Vec<Input<'_>> = batch
-            .iter()
-            .map(|d| Input {
-                body: &d.data,
-                message_id: d.properties.message_id().as_ref().map(|m| m.as_str()),
-            })
-            .collect();
         let mut retry = Backoff::new(DB_RETRY_MIN, DB_RETRY_MAX);
         loop {
-            let e = match decide(&self.context, turn, &inputs).await {
+            let e = match decide(&self.context, turn, read).await {
                 Ok(fates) => {
                     self.health.store_succeeded();
                     return Ok(fates);
@@ -179,6 +178,53 @@ impl<'a> Decider<'a> {
     }
 }
 
+/// Reads a batch ([`decide::read`]): on the blocking pool when it is large
+/// enough to be worth the hand-off, else in place.
+async fn read_batch(batch: Vec<Delivery>, limits: Limits) -> (Vec<Delivery>, Read) {
+    let apart = batch.len() >= READ_APART_FROM;
+    beside(batch, apart, move |batch| {
+        decide::read(&batch.iter().map(input).collect::<Vec<_>>(), limits)
+    })
+    .await
+}
+
+/// `work` on `owned`, which travels there and back: on the blocking pool
+/// when `apart`, else in place. The worker's runtime has one thread; work
+/// done beside it leaves that thread to the broker and the database, and
+/// lets a second core take the CPU-bound part.
+async fn beside<T, R>(owned: T, apart: bool, work: impl FnOnce(&T) -> R + Send + 'static) -> (T, R)
+where
+    T: Send + 'static,
+    R: Send + 'static,
+{
+    let run = move || {
+        let out = work(&owned);
+        (owned, out)
+    };
+    if !apart {
+        return run();
+    }
+    match tokio::task::spawn_blocking(run).await {
+        Ok(done) => done,
+        // A panic there is a panic here, as in place.
+        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+        // The blocking pool is shut down only with the runtime, after the
+        // worker's session has returned.
+        Err(e) => panic!("the blocking pool is gone while a batch is read: {e}"),
+    }
+}
+
+fn input(delivery: &Delivery) -> Input<'_> {
+    Input {
+        body: &delivery.data,
+        message_id: delivery
+            .properties
+            .message_id()
+            .as_ref()
+            .map(|m| m.as_str()),
+    }
+}
+
 /// The span of one request: a child of the publisher's span when the
 /// message carries `traceparent`, else the root of a new trace. Its
 /// `trace_id` is a field, so that every log line inside it names the trace;
@@ -196,4 +242,34 @@ fn request_span(delivery: &Delivery) -> Span {
     let trace_id = span.context().span().span_context().trace_id();
     span.record("trace_id", tracing::field::display(trace_id));
     span
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn work_apart_runs_on_another_thread_and_hands_back_what_it_took() {
+        let here = std::thread::current().id();
+        let (owned, there) = beside(vec![1, 2, 3], true, |v| {
+            (std::thread::current().id(), v.iter().sum::<i32>())
+        })
+        .await;
+        assert_eq!(owned, vec![1, 2, 3]);
+        assert_ne!(there.0, here);
+        assert_eq!(there.1, 6);
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn work_in_place_stays_on_the_runtime_thread() {
+        let here = std::thread::current().id();
+        let (_, there) = beside((), false, |_| std::thread::current().id()).await;
+        assert_eq!(there, here);
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    #[should_panic(expected = "reading failed")]
+    async fn a_panic_apart_is_a_panic_of_the_caller() {
+        let _ = beside((), true, |_| -> () { panic!("reading failed") }).await;
+    }
 }
