@@ -1,7 +1,7 @@
-# Sourced by the benchmark scripts: the executable under test, and removing
-# what a run leaves on the servers (its queues, its dead-letter exchange and
-# its database, named by the PROCINST_* and DATABASE_URL settings the script
-# exported).
+# Sourced by the benchmark scripts: the executable under test, builds of
+# other revisions, and removing what a run leaves on the servers (its
+# queues, its dead-letter exchange and its database, named by the
+# PROCINST_* and DATABASE_URL settings the script exported).
 
 # The executable to measure: BENCH_BIN when set, else this tree's release
 # build (built first).
@@ -12,6 +12,28 @@ bench_bin() {
   fi
   cargo build --release --quiet
   printf '%s\n' target/release/procinst
+}
+
+# An executable as it is, or a git revision built (release) from a worktree
+# of its own into target/compare/procinst-REV, once.
+build() {
+  local what=$1 out=target/compare
+  if [ -x "$what" ] && [ -f "$what" ]; then
+    printf '%s\n' "$what"
+    return
+  fi
+  local rev
+  rev=$(git rev-parse --short "$what^{commit}")
+  local bin="$out/procinst-$rev"
+  if [ ! -x "$bin" ]; then
+    local tree="$out/tree-$rev"
+    mkdir -p "$out"
+    git worktree add --detach -f "$tree" "$rev" >/dev/null 2>&1
+    CARGO_TARGET_DIR="$PWD/$out/target" cargo build --release --quiet --manifest-path "$tree/Cargo.toml" >&2
+    cp "$out/target/release/procinst" "$bin"
+    git worktree remove --force "$tree"
+  fi
+  printf '%s\n' "$bin"
 }
 
 remove_bench_objects() {

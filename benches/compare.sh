@@ -37,26 +37,6 @@ http=127.0.0.1:9491
 out=target/compare
 mkdir -p "$out"
 
-# An executable as it is, or a revision built from a worktree of its own.
-build() {
-  local what=$1
-  if [ -x "$what" ] && [ -f "$what" ]; then
-    printf '%s\n' "$what"
-    return
-  fi
-  local rev
-  rev=$(git rev-parse --short "$what^{commit}")
-  local bin="$out/procinst-$rev"
-  if [ ! -x "$bin" ]; then
-    local tree="$out/tree-$rev"
-    git worktree add --detach -f "$tree" "$rev" >/dev/null 2>&1
-    CARGO_TARGET_DIR="$PWD/$out/target" cargo build --release --quiet --manifest-path "$tree/Cargo.toml" >&2
-    cp "$out/target/release/procinst" "$bin"
-    git worktree remove --force "$tree"
-  fi
-  printf '%s\n' "$bin"
-}
-
 bin_before=$(build "$before")
 bin_after=$(build "$after")
 # The load generator and echo of the newer build serve both sides.
