@@ -103,9 +103,10 @@ pub struct Settings {
     #[command(flatten)]
     pub topology: Topology,
     /// Unacknowledged deliveries the broker may hand this worker: the bound
-    /// on what one worker holds in memory. Four batches' worth, so that
-    /// while one waits for its replies' confirms the others are decided.
-    #[arg(long, env = "PROCINST_PREFETCH", default_value_t = 1024, global = true)]
+    /// on what one worker holds in memory. Eight batches' worth, so that
+    /// while some wait for their replies' confirms the database and the
+    /// batches being read always have work.
+    #[arg(long, env = "PROCINST_PREFETCH", default_value_t = 2048, global = true)]
     pub prefetch: u16,
     /// Most requests written in one database transaction.
     #[arg(
