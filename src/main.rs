@@ -33,10 +33,12 @@ fn main() -> std::process::ExitCode {
 /// The worker's stages run as one task (`Worker::session` joins them), so
 /// it runs on a single-threaded runtime: its database connections' I/O
 /// then runs on the same thread, instead of costing two thread wake-ups
-/// per round trip (measured: a tenth of the worker's CPU per request). It
-/// scales out by process, as the README says. The other commands keep
-/// the multi-threaded runtime: the load generator, say, drives publishing
-/// and reading replies side by side.
+/// per round trip (measured: a tenth of the worker's CPU per request). The
+/// parsing of a large batch goes to the blocking pool, so that a second
+/// core takes it while this thread drives the broker and the database; the
+/// worker scales out by process, as the README says. The other commands
+/// keep the multi-threaded runtime: the load generator, say, drives
+/// publishing and reading replies side by side.
 fn runtime_for(command: &procinst::cli::Command) -> std::io::Result<tokio::runtime::Runtime> {
     match command {
         procinst::cli::Command::Run => tokio::runtime::Builder::new_current_thread()

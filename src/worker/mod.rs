@@ -10,8 +10,9 @@
 //! 1. subscribe ([`collector::subscribe`]): topology, prefetch, consumer.
 //! 2. collect ([`collector::Collector`]): deliveries into batches
 //!    ([`batcher`]); on shutdown, stop consuming and hand on what came.
-//! 3. decide ([`decider::Decider`]): each batch read, planned ([`plan`],
-//!    no I/O) and written ([`decide`], [`created`]); several at once, a
+//! 3. decide ([`decider::Decider`]): each batch read (on the blocking pool
+//!    when large, beside the runtime's one thread), planned ([`plan`], no
+//!    I/O) and written ([`decide`], [`created`]); several at once, a
 //!    write waiting only for earlier batches that share a key with it
 //!    ([`turnstile`]), the existing-process read skipped while a stream
 //!    creates new processes ([`existing`]).
