@@ -249,6 +249,14 @@ impl Settings {
         (self.db_pool_size / 2).max(1)
     }
 
+    /// The most raw body bytes the worker can hold: the broker hands it up
+    /// to the prefetch in unacked messages, each up to the body limit (the
+    /// larger ones are held too, until they are dead-lettered). Logged at
+    /// start, so that an operator sees what the two settings add up to.
+    pub fn held_body_bytes_at_most(&self) -> u64 {
+        u64::from(self.prefetch) * self.max_body_bytes as u64
+    }
+
     pub fn batch_linger(&self) -> Duration {
         Duration::from_millis(self.batch_linger_ms)
     }
@@ -390,6 +398,13 @@ mod tests {
     #[test]
     fn the_defaults_are_valid() {
         settings(&[]).validate().expect("defaults work");
+    }
+
+    #[test]
+    fn the_defaults_hold_at_most_two_gib_of_bodies() {
+        assert_eq!(settings(&[]).held_body_bytes_at_most(), 2 << 30);
+        let lower = settings(&["--prefetch", "512", "--max-body-bytes", "65536"]);
+        assert_eq!(lower.held_body_bytes_at_most(), 32 << 20);
     }
 
     #[test]

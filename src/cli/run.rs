@@ -18,6 +18,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<ExitCode> {
     tracing::info!(
         version = %env!("CARGO_PKG_VERSION"),
         settings = %settings.summary(),
+        held_body_mib_at_most = settings.held_body_bytes_at_most() >> 20,
         "procinst starting"
     );
     // Before anything else: a taken address is a configuration error to
