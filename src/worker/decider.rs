@@ -25,8 +25,9 @@ use crate::telemetry::error_chain;
 const DB_RETRY_MIN: Duration = Duration::from_millis(100);
 const DB_RETRY_MAX: Duration = Duration::from_secs(2);
 /// Batches at least this large are read on the blocking pool, beside the
-/// runtime's thread; a smaller one is read in place, where the hand-off
-/// (a thread wake-up each way) would cost more than it frees.
+/// runtime's thread; a smaller one is read in place, sparing the hand-off
+/// (a thread wake-up each way) where there is little to parse. Not tuned:
+/// at 4,500 req/s batches average 16.5 and latency did not change.
 const READ_APART_FROM: usize = 16;
 
 /// A batch with its fates decided and written, waiting for delivery.
