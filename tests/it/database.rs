@@ -119,7 +119,7 @@ async fn a_failover_to_a_synchronous_standby_mid_burst_loses_and_duplicates_noth
         Some(0)
     );
     let client = env.client().await;
-    let n = 1500;
+    let n = 2500;
     burst(&client, "fo", n, usize::MAX, || {}).await;
     let w = env.start_worker(&[("DATABASE_URL", &url)]).await;
     let watcher = connect(&primary.url("procinst")).await;
@@ -137,6 +137,15 @@ async fn a_failover_to_a_synchronous_standby_mid_burst_loses_and_duplicates_noth
     let stopped_at = SystemTime::now();
     primary.stop("immediate");
     let stop_took = stopped_at.elapsed().unwrap_or_default();
+    // What the old primary committed, read off the standby before it is
+    // promoted: every commit waited for the standby, so once it has
+    // replayed all it received, it holds exactly that. The rest was left
+    // for the new primary; none of it may be written yet.
+    let (kept, last_kept) = replayed_request_log(&standby).await;
+    assert!(
+        kept < i64::try_from(n).expect("n fits"),
+        "work was left for the new primary: the failover happened mid-burst ({kept} of {n} written before it)"
+    );
     standby.promote();
     let promoted_after = stopped_at.elapsed().unwrap_or_default();
 
@@ -154,27 +163,23 @@ async fn a_failover_to_a_synchronous_standby_mid_burst_loses_and_duplicates_noth
         .expect("clock")
         .as_secs_f64();
     // The outage as the writes saw it: the longest pause between two
-    // consecutive transactions, and the first one begun after promotion.
-    let promoted = stop + promoted_after.as_secs_f64();
+    // consecutive transactions, and the first one the new primary took.
     let row = new_primary
         .query_one(
             "SELECT extract(epoch FROM max(gap))::float8, \
-                    extract(epoch FROM min(created_at) FILTER (WHERE created_at > to_timestamp($1)))::float8 \
+                    extract(epoch FROM min(created_at) FILTER (WHERE created_at > $1))::float8 \
              FROM (SELECT created_at, created_at - lag(created_at) OVER (ORDER BY created_at) AS gap \
                    FROM request_log) g",
-            &[&promoted],
+            &[&last_kept],
         )
         .await
         .expect("timeline");
     let (longest_pause, first_after): (Option<f64>, Option<f64>) = (row.get(0), row.get(1));
-    assert!(
-        first_after.is_some(),
-        "work was left for the new primary: the failover happened mid-burst"
-    );
     let metrics = env.worker(w).metrics().await;
     eprintln!(
         "failover: stopped in {stop_took:?}, promoted {promoted_after:?} after the stop began; \
-         writes paused {:.2} s at most; first write begun after promotion {:.2} s after the stop began; {}; {}",
+         writes paused {:.2} s at most; the new primary's first write begun {:.2} s after the stop began; \
+         {kept} of {n} written before; {}; {}",
         longest_pause.unwrap_or(f64::NAN),
         first_after.map_or(f64::NAN, |t| t - stop),
         metric(&metrics, "procinst_redeliveries_total"),
@@ -204,6 +209,30 @@ async fn set_read_only(admin: &tokio_postgres::Client, database: &str, on: bool)
 
 /// Turns on synchronous replication to the one standby and waits until it
 /// is the synchronous one, so that a commit the worker saw is on both.
+/// The number of `request_log` rows a stopped primary's synchronous
+/// standby holds once it has replayed everything it received, and the
+/// latest `created_at` among them.
+async fn replayed_request_log(standby: &Cluster) -> (i64, Option<SystemTime>) {
+    let reader = connect(&standby.url("procinst")).await;
+    let reader = &reader;
+    let replayed = eventually(WAIT, || async move {
+        reader
+            .query_one(
+                "SELECT pg_last_wal_receive_lsn() = pg_last_wal_replay_lsn()",
+                &[],
+            )
+            .await
+            .is_ok_and(|row| row.get::<_, Option<bool>>(0) == Some(true))
+    })
+    .await;
+    assert!(replayed, "the standby replayed what it received");
+    let row = reader
+        .query_one("SELECT count(*), max(created_at) FROM request_log", &[])
+        .await
+        .expect("count on the standby");
+    (row.get(0), row.get(1))
+}
+
 async fn make_synchronous(primary: &Cluster) {
     let admin = connect(&primary.url("postgres")).await;
     for statement in [
