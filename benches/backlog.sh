@@ -89,4 +89,11 @@ steady=$(printf '%s\n' "${done_by[@]}" | awk '$2 > 0 && i0 == "" {i0 = NR} {t[NR
 echo "steady drain rate: $steady"
 echo "peak RSS: $((peak / 1024)) MiB"
 echo "machine busy while draining: $(( 100 * (busy1 - busy0) / (total1 - total0) )) % (idle and iowait are the rest; start-up and the last batches included); per second: ${busy[*]}"
+# The seconds wholly inside the drain: the first (start-up) and the last
+# (the tail, and whatever follows it) left out.
+whole=()
+[ ${#busy[@]} -ge 3 ] && whole=("${busy[@]:1:${#busy[@]}-2}")
+inner=$(printf '%s\n' "${whole[@]}" | sort -n | awk 'NF {v[++n] = $1} END {
+  if (n) printf "median %d %% (%d-%d) over %d s", v[int((n + 1) / 2)], v[1], v[n], n; else print "too short to tell"}')
+echo "machine busy per whole second of the drain: $inner"
 echo "worker CPU per 1000 requests: $(echo "scale=3; $worker_cpu / $(getconf CLK_TCK) * 1000 / $n" | bc) s (start-up included)"
