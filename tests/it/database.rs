@@ -207,8 +207,6 @@ async fn set_read_only(admin: &tokio_postgres::Client, database: &str, on: bool)
         .expect("terminate the worker's sessions");
 }
 
-/// Turns on synchronous replication to the one standby and waits until it
-/// is the synchronous one, so that a commit the worker saw is on both.
 /// The number of `request_log` rows a stopped primary's synchronous
 /// standby holds once it has replayed everything it received, and the
 /// latest `created_at` among them.
@@ -233,6 +231,8 @@ async fn replayed_request_log(standby: &Cluster) -> (i64, Option<SystemTime>) {
     (row.get(0), row.get(1))
 }
 
+/// Turns on synchronous replication to the one standby and waits until it
+/// is the synchronous one, so that a commit the worker saw is on both.
 async fn make_synchronous(primary: &Cluster) {
     let admin = connect(&primary.url("postgres")).await;
     for statement in [
