@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 
 use crate::faults::burst;
 use crate::helpers::{Client, Env, PG_ADMIN_URL, WAIT, connect, http_get};
-use crate::pg_cluster::{Cluster, Tcp, eventually};
+use crate::pg_cluster::{Cluster, Tcp, eventually_true};
 
 /// How long the database stays read-only in the read-only test.
 const READ_ONLY_FOR: Duration = Duration::from_secs(4);
@@ -123,14 +123,7 @@ async fn a_failover_to_a_synchronous_standby_mid_burst_loses_and_duplicates_noth
     burst(&client, "fo", n, usize::MAX, || {}).await;
     let w = env.start_worker(&[("DATABASE_URL", &url)]).await;
     let watcher = connect(&primary.url("procinst")).await;
-    let watcher = &watcher;
-    let busy = eventually(WAIT, || async move {
-        watcher
-            .query_one("SELECT count(*) FROM request_log", &[])
-            .await
-            .is_ok_and(|row| row.get::<_, i64>(0) >= 200)
-    })
-    .await;
+    let busy = eventually_true(&watcher, WAIT, "SELECT count(*) >= 200 FROM request_log").await;
     assert!(busy, "the worker writes the backlog");
     // Times are taken when the stop command is given: a crash that needs
     // no help from the server.
@@ -212,16 +205,11 @@ async fn set_read_only(admin: &tokio_postgres::Client, database: &str, on: bool)
 /// latest `created_at` among them.
 async fn replayed_request_log(standby: &Cluster) -> (i64, Option<SystemTime>) {
     let reader = connect(&standby.url("procinst")).await;
-    let reader = &reader;
-    let replayed = eventually(WAIT, || async move {
-        reader
-            .query_one(
-                "SELECT pg_last_wal_receive_lsn() = pg_last_wal_replay_lsn()",
-                &[],
-            )
-            .await
-            .is_ok_and(|row| row.get::<_, Option<bool>>(0) == Some(true))
-    })
+    let replayed = eventually_true(
+        &reader,
+        WAIT,
+        "SELECT pg_last_wal_receive_lsn() = pg_last_wal_replay_lsn()",
+    )
     .await;
     assert!(replayed, "the standby replayed what it received");
     let row = reader
@@ -241,16 +229,11 @@ async fn make_synchronous(primary: &Cluster) {
     ] {
         admin.batch_execute(statement).await.expect(statement);
     }
-    let admin = &admin;
-    let synchronous = eventually(WAIT, || async move {
-        admin
-            .query_opt(
-                "SELECT 1 FROM pg_stat_replication WHERE sync_state = 'sync'",
-                &[],
-            )
-            .await
-            .is_ok_and(|row| row.is_some())
-    })
+    let synchronous = eventually_true(
+        &admin,
+        WAIT,
+        "SELECT EXISTS (SELECT 1 FROM pg_stat_replication WHERE sync_state = 'sync')",
+    )
     .await;
     assert!(synchronous, "the standby became synchronous");
 }
