@@ -98,16 +98,30 @@ impl ReadStatements {
     }
 }
 
-/// Reads stored replies, service instances and colliding processes, and
+/// Reads colliding processes, stored replies and service instances, and
 /// allocates the process ids, pipelined: every query is sent on the first
 /// poll, in this order.
+///
+/// The order of the first two is what keeps an answer from contradicting
+/// a request's stored reply. Each statement sees the database as of its
+/// own start (READ COMMITTED), and the statements of one pipeline may
+/// start seconds apart when the worker stalls while sending them (a
+/// paused VM, a frozen process) or one waits for a lock. A request's
+/// processes and its `request_log` row are committed together, so the
+/// processes read first can only include another writer's request whose
+/// stored reply the later read sees too: a repeat of that request gets
+/// the stored reply (check 2), never 1199014 against its own processes.
+/// Read the other way round, a writer committing in between left the
+/// processes visible and the reply not. `tests/it/idempotency.rs` holds
+/// that gap open with a lock.
 pub(super) async fn read(
     client: &Client,
     statements: &ReadStatements,
     wanted: &Wanted<'_>,
 ) -> Result<Lookup, StoreError> {
     let st = statements;
-    let ((stored, expired), instances, existing, ids) = tokio::try_join!(
+    let (existing, (stored, expired), instances, ids) = tokio::try_join!(
+        existing_processes(client, &st.existing_processes, wanted.colliding_with),
         stored_replies(
             client,
             &st.stored_replies,
@@ -115,7 +129,6 @@ pub(super) async fn read(
             wanted.retention
         ),
         service_instances(client, &st.service_instances, wanted.service_instance_ids),
-        existing_processes(client, &st.existing_processes, wanted.colliding_with),
         allocate_ids(client, &st.allocate_ids, wanted.new_processes),
     )?;
     Ok(Lookup {

@@ -7,8 +7,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use serde_json::{Value, json};
 
 use crate::faults::burst;
-use crate::helpers::{Client, Env, PG_ADMIN_URL, WAIT, connect, http_get};
-use crate::pg_cluster::{Cluster, Tcp, eventually_true};
+use crate::helpers::{Client, Env, PG_ADMIN_URL, WAIT, connect, eventually_true, http_get};
+use crate::pg_cluster::{Cluster, Tcp};
 
 /// How long the database stays read-only in the read-only test.
 const READ_ONLY_FOR: Duration = Duration::from_secs(4);

@@ -1,7 +1,7 @@
 use lapin::BasicProperties;
 use serde_json::json;
 
-use crate::helpers::{Env, request};
+use crate::helpers::{Env, WAIT, eventually_true, request};
 
 #[tokio::test]
 async fn a_repeated_request_gets_the_stored_reply_byte_for_byte_and_writes_nothing() {
@@ -173,4 +173,69 @@ async fn past_retention_a_request_id_is_processed_anew_and_its_row_replaced() {
     assert_eq!(row.get::<_, Vec<u8>>(0), reply.body);
     assert!(row.get::<_, bool>(1), "the row is the new one");
     assert_eq!(env.count("SELECT count(*) FROM process").await, 4);
+}
+
+/// Another writer commits a request while a worker decides the same
+/// request in the gap between its reads (a frozen worker, a paused VM).
+/// The gap is held open here by a lock on `process`: the worker's read of
+/// existing processes waits for it, and the test commits the request's
+/// rows (the ones a first worker wrote) in the transaction holding it.
+/// Whatever the worker read before the wait, its answer must be the
+/// stored reply, never 1199014 against the request's own processes.
+#[tokio::test]
+async fn a_request_committed_by_another_writer_between_the_reads_gets_its_stored_reply() {
+    let mut env = Env::new().await;
+    env.service_instance(1, 10, "0", 0, 1).await;
+    // One batch at a time, on a connection whose statements are prepared
+    // by the first request: then only the reads themselves can wait.
+    env.start_worker(&[("PROCINST_DB_POOL_SIZE", "2")]).await;
+    let client = env.client().await;
+    let body = request("gap-1", 1, 10, "p", 3);
+    client.send(&body).await;
+    let first = client.replies(&env.reply_queue, 1).await.remove(0);
+    assert_eq!(first.json["code"], json!(0), "{}", first.json);
+
+    // The first writer's rows, kept aside, then gone: as if its commit
+    // had not happened yet.
+    let tables = [
+        "process",
+        "process_instance_relation",
+        "audit_log",
+        "request_log",
+    ];
+    let db = env.db().await;
+    for table in tables {
+        db.batch_execute(&format!(
+            "CREATE TABLE kept_{table} AS SELECT * FROM {table}; DELETE FROM {table}"
+        ))
+        .await
+        .expect("keep the first writer's rows");
+    }
+
+    db.batch_execute("BEGIN; LOCK TABLE process IN ACCESS EXCLUSIVE MODE")
+        .await
+        .expect("lock process");
+    client.send(&body).await;
+    let waiting = "SELECT count(*) > 0 FROM pg_locks \
+                   WHERE NOT granted AND relation = 'process'::regclass";
+    let observer = env.db().await;
+    assert!(
+        eventually_true(&observer, WAIT, waiting).await,
+        "the worker's round waits for the lock on process"
+    );
+    // The first writer commits: its processes and its stored reply at once.
+    for table in tables {
+        db.batch_execute(&format!("INSERT INTO {table} SELECT * FROM kept_{table}"))
+            .await
+            .expect("the first writer's rows");
+    }
+    db.batch_execute("COMMIT").await.expect("commit");
+
+    let second = client.replies(&env.reply_queue, 1).await.remove(0);
+    assert_eq!(
+        String::from_utf8_lossy(&second.body),
+        String::from_utf8_lossy(&first.body),
+        "the repeat gets the stored reply byte for byte"
+    );
+    assert_eq!(env.count("SELECT count(*) FROM process").await, 3);
 }

@@ -5,7 +5,8 @@
 //! - [`worker`]: the `procinst` binary as a child process, run to
 //!   completion as a command or kept running as `procinst run`;
 //! - [`client`]: the AMQP client that publishes requests and reads replies;
-//! - [`fixtures`]: requests and service instances to send and to load.
+//! - [`fixtures`]: requests and service instances to send and to load;
+//! - [`wait`]: polls of a condition, each under a limit.
 //!
 //! The other test files name everything through this module
 //! (`crate::helpers::Env`), wherever it lives.
@@ -13,9 +14,11 @@
 mod client;
 mod env;
 mod fixtures;
+mod wait;
 mod worker;
 
 pub use client::{Client, header_text};
 pub use env::{Env, PG_ADMIN_URL, WAIT, amqp_addr, amqp_url_via, connect, rabbitmqctl, unique};
 pub use fixtures::{request, seed_request};
+pub use wait::eventually_true;
 pub use worker::{Worker, http_get, metric};
