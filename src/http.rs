@@ -45,7 +45,7 @@ pub fn install_metrics() -> anyhow::Result<PrometheusHandle> {
 /// Counters that only move when something goes wrong, shown at zero from
 /// the start, so that dashboards and alerts (`deploy/`) see the series
 /// before the first incident. Labelled series appear with their first use.
-const COUNTERS: [(&str, &str); 9] = [
+const COUNTERS: [(&str, &str); 10] = [
     (
         "procinst_db_retries_total",
         "Batches retried after database trouble",
@@ -63,6 +63,10 @@ const COUNTERS: [(&str, &str); 9] = [
         "Batches handed back after losing races too often",
     ),
     ("procinst_reconnects_total", "Broker reconnect attempts"),
+    (
+        "procinst_broker_blocked_seconds_total",
+        "Seconds the broker blocked the worker's publishes (a memory or disk alarm), in whole seconds",
+    ),
     (
         "procinst_redeliveries_total",
         "Deliveries flagged redelivered by the broker",
@@ -96,6 +100,11 @@ fn describe_metrics() {
         "Deliveries received and not yet acknowledged"
     );
     metrics::gauge!("procinst_in_flight_deliveries").increment(0.0);
+    metrics::describe_gauge!(
+        "procinst_broker_blocked",
+        "1 while the broker blocks the worker's publishes (a memory or disk alarm)"
+    );
+    metrics::gauge!("procinst_broker_blocked").set(0.0);
     metrics::describe_gauge!(
         "procinst_ready",
         "1 while the worker would answer /readyz with 200 (its own view, without the live database probe)"

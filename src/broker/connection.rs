@@ -3,7 +3,7 @@ use lapin::{
     options::ConfirmSelectOptions, tcp::OwnedTLSConfig,
 };
 
-use super::{BrokerError, Endpoint, Endpoints, Rotation, tls};
+use super::{Blocked, BrokerError, Endpoint, Endpoints, Rotation, tls};
 use crate::config::Settings;
 use crate::telemetry::error_chain;
 
@@ -39,6 +39,8 @@ pub struct Broker {
     pub publish: Channel,
     /// The node this connection is on.
     pub node: Endpoint,
+    /// Whether the broker blocks this connection's publishes (an alarm).
+    pub blocked: Blocked,
 }
 
 /// Connects to one node of the cluster, trying them in a shuffled order,
@@ -93,6 +95,7 @@ pub async fn connect_node(
             url: node.redacted().to_owned(),
             source,
         })?;
+    let blocked = Blocked::watch(&connection);
     let channels = async {
         let consume = connection.create_channel().await?;
         let publish = connection.create_channel().await?;
@@ -113,6 +116,7 @@ pub async fn connect_node(
         consume,
         publish,
         node,
+        blocked,
     })
 }
 

@@ -3,7 +3,7 @@ use std::{task::Poll, time::Duration};
 use futures::future::{self, Either, join_all};
 use lapin::{BasicProperties, Channel, Confirmation, options::BasicPublishOptions};
 
-use super::BrokerError;
+use super::{Blocked, BrokerError};
 
 /// Times a nacked message is published again before the caller is told.
 const NACK_RETRIES: u32 = 3;
@@ -28,12 +28,27 @@ pub struct Outgoing<'a> {
 #[derive(Clone)]
 pub struct Publisher {
     channel: Channel,
+    /// The connection's alarm state, when known: time spent blocked does
+    /// not count against [`CONFIRM_TIMEOUT`].
+    blocked: Option<Blocked>,
 }
 
 impl Publisher {
     /// `channel` must already be in confirm mode.
     pub fn new(channel: Channel) -> Self {
-        Self { channel }
+        Self {
+            channel,
+            blocked: None,
+        }
+    }
+
+    /// Waits out the broker's alarms on this connection instead of timing
+    /// out: a blocked connection is healthy, only held back.
+    pub fn waiting_out_alarms(self, blocked: Blocked) -> Self {
+        Self {
+            blocked: Some(blocked),
+            ..self
+        }
     }
 
     pub fn channel(&self) -> &Channel {
@@ -55,12 +70,7 @@ impl Publisher {
             };
             // Bounds the sends too: a publish racing a dying connection must
             // not hold the batch (and its prefetch slots) forever.
-            let results = tokio::time::timeout(CONFIRM_TIMEOUT, round)
-                .await
-                .map_err(|_| BrokerError::Timeout {
-                    what: "publishing with confirms",
-                    after: CONFIRM_TIMEOUT,
-                })??;
+            let results = self.confirmed_in_time(round).await??;
             let mut nacked = Vec::new();
             for (message, result) in pending.iter().zip(results) {
                 match result? {
@@ -87,6 +97,27 @@ impl Publisher {
                 .map(|m| m.routing_key.to_owned())
                 .unwrap_or_default(),
         })
+    }
+
+    /// `round`'s output, unless it takes longer than [`CONFIRM_TIMEOUT`]
+    /// while the connection is not blocked.
+    async fn confirmed_in_time<T>(&self, round: impl Future<Output = T>) -> Result<T, BrokerError> {
+        let mut round = std::pin::pin!(round);
+        loop {
+            if let Ok(output) = tokio::time::timeout(CONFIRM_TIMEOUT, &mut round).await {
+                return Ok(output);
+            }
+            let Some(blocked) = self.blocked.as_ref().filter(|b| b.reason().is_some()) else {
+                return Err(BrokerError::Timeout {
+                    what: "publishing with confirms",
+                    after: CONFIRM_TIMEOUT,
+                });
+            };
+            tokio::select! {
+                output = &mut round => return Ok(output),
+                () = blocked.cleared() => {}
+            }
+        }
     }
 
     /// Sends every message, in order, without waiting for the connection's

@@ -126,6 +126,14 @@ impl<'a> Collector<'a> {
                 self.hand_on(batches).await;
                 return SessionEnd::Lost(cause);
             }
+            // No new work while the broker blocks publishing (an alarm):
+            // its replies could not go out. What is held stays unacked.
+            tokio::select! {
+                biased;
+                _ = self.shutdown.cancelled() => return SessionEnd::Shutdown,
+                _ = broker_lost(self.broker) => return SessionEnd::Lost(None),
+                () = self.broker.blocked.cleared() => {}
+            }
             let handed = tokio::select! {
                 biased;
                 _ = self.shutdown.cancelled() => return SessionEnd::Shutdown,

@@ -47,7 +47,8 @@ impl<'a> Deliverer<'a> {
         shutdown: &'a CancellationToken,
     ) -> Self {
         Self {
-            publisher: Publisher::new(broker.publish.clone()),
+            publisher: Publisher::new(broker.publish.clone())
+                .waiting_out_alarms(broker.blocked.clone()),
             consume: &broker.consume,
             topology: &worker.settings.topology,
             totals: &worker.totals,

@@ -2,6 +2,8 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use crate::broker::Blocked;
+
 /// How long a recorded database failure keeps the worker not-ready without
 /// being recorded again. A batch that keeps failing records it on every
 /// attempt (at least every few seconds, see the decider's retry cap), so
@@ -19,6 +21,8 @@ pub struct Health {
     /// for the database; `None` once started.
     stage: Mutex<Option<&'static str>>,
     store_trouble: Mutex<Option<(Instant, String)>>,
+    /// The session's connection's alarm state, while there is a session.
+    blocked: Mutex<Option<Blocked>>,
 }
 
 impl Default for Health {
@@ -28,6 +32,7 @@ impl Default for Health {
             consuming: AtomicBool::new(false),
             stage: Mutex::new(None),
             store_trouble: Mutex::new(None),
+            blocked: Mutex::new(None),
         }
     }
 }
@@ -35,6 +40,11 @@ impl Default for Health {
 impl Health {
     pub fn set_broker(&self, up: bool) {
         self.broker.store(up, Ordering::Relaxed);
+    }
+
+    /// The alarm state of the session's connection; `None` between sessions.
+    pub fn set_blocked(&self, blocked: Option<Blocked>) {
+        *self.blocked.lock().unwrap_or_else(|e| e.into_inner()) = blocked;
     }
 
     pub fn set_consuming(&self, up: bool) {
@@ -82,6 +92,11 @@ impl Health {
         if !self.broker.load(Ordering::Relaxed) {
             return Err("broker connection is down".into());
         }
+        let blocked = self.blocked.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(reason) = blocked.as_ref().and_then(Blocked::reason) {
+            return Err(format!("RabbitMQ blocks publishing: {reason}").replace(['\n', '\r'], " "));
+        }
+        drop(blocked);
         if !self.consuming.load(Ordering::Relaxed) {
             return Err("not consuming".into());
         }
@@ -166,6 +181,18 @@ mod tests {
         let health = consuming();
         health.store_failed("database: first\nsecond".into());
         assert_eq!(health.readiness(), Err("database: first second".into()));
+    }
+
+    #[test]
+    fn a_connection_the_broker_blocks_makes_the_worker_not_ready_with_the_alarm() {
+        let health = consuming();
+        health.set_blocked(Some(Blocked::fixed(Some("low on disk"))));
+        assert_eq!(
+            health.readiness(),
+            Err("RabbitMQ blocks publishing: low on disk".into())
+        );
+        health.set_blocked(Some(Blocked::fixed(None)));
+        assert_eq!(health.readiness(), Ok(()));
     }
 
     #[test]

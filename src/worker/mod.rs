@@ -130,9 +130,11 @@ impl Worker {
                 }
             };
             self.health.set_broker(true);
+            self.health.set_blocked(Some(broker.blocked.clone()));
             let began = std::time::Instant::now();
             let end = self.session(&broker, &shutdown, &mut backoff).await;
             self.health.set_broker(false);
+            self.health.set_blocked(None);
             self.health.set_consuming(false);
             broker.close().await;
             match end {

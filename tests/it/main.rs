@@ -13,6 +13,7 @@ mod pg_cluster;
 mod proxy;
 mod rabbitmq4;
 
+mod alarms;
 mod batching;
 mod broker_tls;
 mod cluster;

@@ -1,0 +1,160 @@
+//! RabbitMQ's resource alarms (disk and memory) mid-burst: the broker
+//! blocks every publishing connection of the cluster, so the worker cannot
+//! publish replies. It takes no new work, says why on `/readyz`, keeps what
+//! it holds unacked, and goes on by itself when the alarm clears, with
+//! nothing lost or duplicated.
+//!
+//! An alarm blocks every publisher of the broker, so these tests run on the
+//! RabbitMQ 4 cluster with the other cluster tests, one at a time:
+//! `cargo test --test it -- --ignored --test-threads=1`.
+
+use std::time::{Duration, Instant};
+
+use crate::faults::{assert_exactly_once, burst};
+use crate::helpers::{Env, WAIT, http_get, metric};
+use crate::rabbitmq4::{NODES, Node, cluster_url, ctl};
+
+/// Requests in the burst: many more than the worker has in flight when
+/// it is blocked, with small batches.
+const BURST: usize = 600;
+/// How long the alarm is held once the worker is blocked.
+const HELD: Duration = Duration::from_secs(4);
+
+/// A resource alarm raised on one node (alarms are cluster-wide), cleared
+/// again when dropped, however the test ends.
+struct Alarm {
+    node: &'static Node,
+    raise: &'static [&'static str],
+    clear: &'static [&'static str],
+}
+
+impl Alarm {
+    async fn raise(node: &'static Node, kind: &str) -> Alarm {
+        let (raise, clear): (&[&str], &[&str]) = match kind {
+            // More free disk than any machine has, then RabbitMQ's default.
+            "disk" => (
+                &["set_disk_free_limit", "100000GB"],
+                &["set_disk_free_limit", "50MB"],
+            ),
+            // No memory at all, then RabbitMQ 4's default share.
+            "memory" => (
+                &["set_vm_memory_high_watermark", "0.0000001"],
+                &["set_vm_memory_high_watermark", "0.6"],
+            ),
+            other => panic!("no {other} alarm"),
+        };
+        ctl(node, raise).await;
+        Alarm { node, raise, clear }
+    }
+
+    async fn clear(self) {
+        ctl(self.node, self.clear).await;
+        std::mem::forget(self);
+    }
+}
+
+impl Drop for Alarm {
+    fn drop(&mut self) {
+        eprintln!(
+            "clearing the alarm of {:?} on {} after the test",
+            self.raise, self.node.name
+        );
+        let _ = std::process::Command::new(crate::rabbitmq4::script())
+            .arg("ctl")
+            .arg(self.node.name)
+            .args(self.clear)
+            .status();
+    }
+}
+
+#[tokio::test]
+#[ignore = "needs the RabbitMQ 4 cluster: tests/infra/rabbitmq4.sh up"]
+async fn a_disk_alarm_mid_burst_pauses_the_worker_which_goes_on_when_it_clears() {
+    blocked_mid_burst("disk").await;
+}
+
+#[tokio::test]
+#[ignore = "needs the RabbitMQ 4 cluster: tests/infra/rabbitmq4.sh up"]
+async fn a_memory_alarm_mid_burst_pauses_the_worker_which_goes_on_when_it_clears() {
+    blocked_mid_burst("memory").await;
+}
+
+async fn blocked_mid_burst(kind: &str) {
+    let mut env = Env::on_broker(&cluster_url()).await;
+    env.service_instance(1, 10, "0", 0, 1).await;
+    let w = env
+        .start_worker(&[("PROCINST_BATCH_SIZE", "20"), ("PROCINST_PREFETCH", "100")])
+        .await;
+    let client = env.client().await;
+    // The burst waits at the database while the alarm is raised, so that
+    // the worker meets it with work in hand.
+    let held = env.hold_process_writes().await;
+    burst(&client, "alarm", BURST, BURST, || ()).await;
+    env.worker(w).wait_for_batches(1.0).await;
+    let alarm = Alarm::raise(&NODES[1], kind).await;
+    held.batch_execute("COMMIT").await.expect("release process");
+
+    let http = env.worker(w).http.clone();
+    let ready = format!("http://{http}/readyz");
+    let deadline = Instant::now() + WAIT;
+    let reason = loop {
+        if let Some((503, body)) = http_get(&ready).await
+            && body.contains("RabbitMQ blocks publishing")
+        {
+            break body;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the worker reports the alarm; log:\n{}",
+            env.worker(w).log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    eprintln!("FIGURE /readyz while blocked: {}", reason.trim());
+
+    // Blocked: no new work is taken, and what is held stays unacked
+    // (batches handed on before the block may still start a moment later).
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let batches = env.worker(w).batches().await;
+    let written = env.count("SELECT count(*) FROM request_log").await;
+    tokio::time::sleep(HELD).await;
+    let page = env.worker(w).metrics().await;
+    assert_eq!(metric(&page, "procinst_broker_blocked"), 1.0);
+    assert!(
+        metric(&page, "procinst_in_flight_deliveries") > 0.0,
+        "the worker holds its deliveries unacked"
+    );
+    assert_eq!(
+        env.worker(w).batches().await,
+        batches,
+        "no batch is taken while blocked"
+    );
+    assert_eq!(
+        env.count("SELECT count(*) FROM request_log").await,
+        written,
+        "nothing more is written while blocked"
+    );
+    assert!(
+        (written as usize) < BURST,
+        "the alarm came mid-burst: {written} of {BURST} written"
+    );
+
+    alarm.clear().await;
+    let duplicates = assert_exactly_once(&env, &client, BURST, 2).await;
+    let page = env.worker(w).metrics().await;
+    assert_eq!(metric(&page, "procinst_broker_blocked"), 0.0);
+    let blocked_for = metric(&page, "procinst_broker_blocked_seconds_total");
+    assert!(
+        blocked_for >= HELD.as_secs_f64() - 1.0,
+        "the time blocked is counted: {blocked_for} s"
+    );
+    env.worker(w).wait_ready().await;
+    assert_eq!(
+        client.depth(&env.dead_queue).await,
+        0,
+        "nothing dead-lettered"
+    );
+    eprintln!(
+        "FIGURE {kind} alarm: {written} of {BURST} written before it, blocked {blocked_for} s, {duplicates} duplicate replies"
+    );
+}
