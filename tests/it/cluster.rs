@@ -15,7 +15,10 @@ use std::{
 use crate::faults::assert_exactly_once;
 use crate::helpers::{Client, Env, WAIT, request};
 use crate::load::{Sampler, Stall};
-use crate::rabbitmq4::{NODES, Node, Outage, cluster_url, ctl};
+use crate::rabbitmq4::{
+    NODES, Outage, close_worker_connection, cluster_url, queue_leader, worker_node,
+    worker_node_now,
+};
 
 /// Steady load before the first fault.
 const WARMUP: Duration = Duration::from_secs(2);
@@ -218,73 +221,6 @@ async fn finish(env: &mut Env, w: usize, n: usize, sampler: &Sampler, events: Ve
         samples.last().map(|s| s.redelivered).unwrap_or(0),
         samples.last().map(|s| s.reconnects).unwrap_or(0),
     );
-}
-
-/// The node the worker's connection is on, from `list_connections`.
-async fn worker_node(pid: u32) -> &'static Node {
-    let polled = async {
-        loop {
-            if let Some(node) = worker_node_now(pid).await {
-                return node;
-            }
-            tokio::time::sleep(Duration::from_millis(300)).await;
-        }
-    };
-    tokio::time::timeout(WAIT, polled)
-        .await
-        .expect("the worker's connection is listed")
-}
-
-async fn worker_node_now(pid: u32) -> Option<&'static Node> {
-    worker_connection(pid)
-        .await
-        .map(|(_, port)| Node::by_port(port))
-}
-
-/// The worker's connection (its Erlang pid and the port it is on), found
-/// by its name on any node that answers.
-async fn worker_connection(pid: u32) -> Option<(String, u16)> {
-    let marker = format!("procinst worker {pid} @ ");
-    let listed = any_node(&["list_connections", "pid", "port", "client_properties"]).await;
-    listed.lines().find(|l| l.contains(&marker)).and_then(|l| {
-        let mut columns = l.split('\t');
-        let connection = columns.next()?.to_owned();
-        let port = columns.next()?.trim().parse().ok()?;
-        Some((connection, port))
-    })
-}
-
-async fn close_worker_connection(pid: u32) {
-    let (connection, port) = worker_connection(pid).await.expect("listed");
-    ctl(
-        Node::by_port(port),
-        &["close_connection", &connection, "test moves the worker"],
-    )
-    .await;
-}
-
-/// The node that leads `queue`.
-async fn queue_leader(queue: &str) -> &'static Node {
-    let listed = any_node(&["list_queues", "name", "leader"]).await;
-    let leader = listed
-        .lines()
-        .find_map(|l| l.strip_prefix(&format!("{queue}\t")))
-        .unwrap_or_else(|| panic!("{queue} is listed: {listed}"));
-    Node::by_erlang_name(leader.trim())
-}
-
-/// rabbitmqctl on the first node whose application runs.
-async fn any_node(args: &[&str]) -> String {
-    for node in &NODES {
-        let mut cmd = tokio::process::Command::new(crate::rabbitmq4::script());
-        cmd.arg("ctl").arg(node.name).args(args).kill_on_drop(true);
-        if let Ok(Ok(out)) = tokio::time::timeout(Duration::from_secs(30), cmd.output()).await
-            && out.status.success()
-        {
-            return String::from_utf8_lossy(&out.stdout).into_owned();
-        }
-    }
-    panic!("no cluster node answers rabbitmqctl {args:?}");
 }
 
 async fn wait_until<F: Future<Output = bool>>(mut check: impl FnMut() -> F) {

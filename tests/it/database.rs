@@ -87,7 +87,7 @@ async fn a_failover_to_a_synchronous_standby_mid_burst_loses_and_duplicates_noth
     let primary = Cluster::create("it_primary", Tcp::Any, &[]);
     primary.start();
     let standby = Cluster::standby_of(&primary, "it_standby");
-    make_synchronous(&primary).await;
+    primary.make_synchronous().await;
     let url = format!(
         "postgres://postgres@127.0.0.1:{},127.0.0.1:{}/procinst?target_session_attrs=read-write",
         primary.port, standby.port
@@ -217,25 +217,6 @@ async fn replayed_request_log(standby: &Cluster) -> (i64, Option<SystemTime>) {
         .await
         .expect("count on the standby");
     (row.get(0), row.get(1))
-}
-
-/// Turns on synchronous replication to the one standby and waits until it
-/// is the synchronous one, so that a commit the worker saw is on both.
-async fn make_synchronous(primary: &Cluster) {
-    let admin = connect(&primary.url("postgres")).await;
-    for statement in [
-        "ALTER SYSTEM SET synchronous_standby_names = '*'",
-        "SELECT pg_reload_conf()",
-    ] {
-        admin.batch_execute(statement).await.expect(statement);
-    }
-    let synchronous = eventually_true(
-        &admin,
-        WAIT,
-        "SELECT EXISTS (SELECT 1 FROM pg_stat_replication WHERE sync_state = 'sync')",
-    )
-    .await;
-    assert!(synchronous, "the standby became synchronous");
 }
 
 /// Every request answered exactly once, with code 0; the process ids of all

@@ -10,7 +10,7 @@ use std::{
     process::Command,
 };
 
-use crate::helpers::unique;
+use crate::helpers::{WAIT, connect, eventually_true, unique};
 
 const VERSION: &str = "15";
 const BIN: &str = "/usr/lib/postgresql/15/bin";
@@ -115,6 +115,25 @@ impl Cluster {
             "host=/var/run/postgresql port={} user=postgres dbname={database}",
             self.port
         )
+    }
+
+    /// Turns on synchronous replication to the one standby and waits until it
+    /// is the synchronous one, so that a commit the worker saw is on both.
+    pub async fn make_synchronous(&self) {
+        let admin = connect(&self.url("postgres")).await;
+        for statement in [
+            "ALTER SYSTEM SET synchronous_standby_names = '*'",
+            "SELECT pg_reload_conf()",
+        ] {
+            admin.batch_execute(statement).await.expect(statement);
+        }
+        let synchronous = eventually_true(
+            &admin,
+            WAIT,
+            "SELECT EXISTS (SELECT 1 FROM pg_stat_replication WHERE sync_state = 'sync')",
+        )
+        .await;
+        assert!(synchronous, "the standby became synchronous");
     }
 
     /// Writes `contents` into the cluster's file directory, owned by

@@ -9,6 +9,8 @@ use std::{
     time::Duration,
 };
 
+use crate::helpers::WAIT;
+
 /// Longest a single rabbitmqctl call may take (start_app of a node that
 /// syncs with its cluster takes several seconds).
 const CTL_TIMEOUT: Duration = Duration::from_secs(90);
@@ -128,4 +130,71 @@ impl Drop for Outage {
             }
         }
     }
+}
+
+/// The node the worker's connection is on, from `list_connections`.
+pub async fn worker_node(pid: u32) -> &'static Node {
+    let polled = async {
+        loop {
+            if let Some(node) = worker_node_now(pid).await {
+                return node;
+            }
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+    };
+    tokio::time::timeout(WAIT, polled)
+        .await
+        .expect("the worker's connection is listed")
+}
+
+pub async fn worker_node_now(pid: u32) -> Option<&'static Node> {
+    worker_connection(pid)
+        .await
+        .map(|(_, port)| Node::by_port(port))
+}
+
+/// The worker's connection (its Erlang pid and the port it is on), found
+/// by its name on any node that answers.
+pub async fn worker_connection(pid: u32) -> Option<(String, u16)> {
+    let marker = format!("procinst worker {pid} @ ");
+    let listed = any_node(&["list_connections", "pid", "port", "client_properties"]).await;
+    listed.lines().find(|l| l.contains(&marker)).and_then(|l| {
+        let mut columns = l.split('\t');
+        let connection = columns.next()?.to_owned();
+        let port = columns.next()?.trim().parse().ok()?;
+        Some((connection, port))
+    })
+}
+
+pub async fn close_worker_connection(pid: u32) {
+    let (connection, port) = worker_connection(pid).await.expect("listed");
+    ctl(
+        Node::by_port(port),
+        &["close_connection", &connection, "test moves the worker"],
+    )
+    .await;
+}
+
+/// The node that leads `queue`.
+pub async fn queue_leader(queue: &str) -> &'static Node {
+    let listed = any_node(&["list_queues", "name", "leader"]).await;
+    let leader = listed
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("{queue}\t")))
+        .unwrap_or_else(|| panic!("{queue} is listed: {listed}"));
+    Node::by_erlang_name(leader.trim())
+}
+
+/// rabbitmqctl on the first node whose application runs.
+pub async fn any_node(args: &[&str]) -> String {
+    for node in &NODES {
+        let mut cmd = tokio::process::Command::new(script());
+        cmd.arg("ctl").arg(node.name).args(args).kill_on_drop(true);
+        if let Ok(Ok(out)) = tokio::time::timeout(Duration::from_secs(30), cmd.output()).await
+            && out.status.success()
+        {
+            return String::from_utf8_lossy(&out.stdout).into_owned();
+        }
+    }
+    panic!("no cluster node answers rabbitmqctl {args:?}");
 }
