@@ -12,8 +12,16 @@
 #                                 config file inside the chroot, e.g. for a TLS listener)
 #   rabbitmq4.sh stop NAME        stop one node
 #   rabbitmq4.sh ctl NAME ARGS..  rabbitmqctl -n NAME@localhost ARGS
+#   rabbitmq4.sh partition NAME   cut NAME off from the other nodes (iptables on loopback)
+#   rabbitmq4.sh heal NAME        undo that
 #   rabbitmq4.sh root             print the chroot's path
 #
+# The nodes run with `cluster_partition_handling = pause_minority` (RabbitMQ's
+# advice for three nodes) and a 15 s net_ticktime, so that a cut node notices
+# within seconds. Each node makes its outgoing distribution connections
+# from an address of its own (127.0.0.N, N = port - 5680), and listens for
+# them on port + 20000: `partition` drops both on loopback, leaving its
+# AMQP port reachable, as in a real partition.
 # Environment: PROCINST_RMQ4_ROOT (default /var/lib/procinst/rabbitmq4),
 # PROCINST_RMQ4_MIRROR (default: the Debian mirror apt already uses).
 set -euo pipefail
@@ -59,6 +67,49 @@ prepare() {
   mountpoint -q "$ROOT/proc" || mount -t proc proc "$ROOT/proc"
   cp /etc/hosts "$ROOT/etc/hosts"
   mkdir -p "$ROOT/var/log/procinst"
+  echo "cluster_partition_handling = pause_minority" >"$ROOT/etc/rabbitmq/rabbitmq.conf"
+}
+
+# The loopback address a node's outgoing distribution connections come from.
+dist_source() { echo "127.0.0.$(($1 - FIRST_PORT + 2))"; }
+
+# iptables rules that cut the node NAME listening on PORT off (-I) or let it
+# back (-D).
+partition_rules() {
+  local action=$1 name=$2 port=$3 source
+  source=$(dist_source "$port")
+  local tag=(-m comment --comment "procinst-partition-$name")
+  iptables "$action" INPUT -p tcp -s "$source" "${tag[@]}" -j DROP
+  iptables "$action" INPUT -p tcp -d "$source" "${tag[@]}" -j DROP
+  iptables "$action" INPUT -p tcp --dport $((port + 20000)) "${tag[@]}" -j DROP
+  iptables "$action" INPUT -p tcp --sport $((port + 20000)) "${tag[@]}" -j DROP
+}
+
+node_port() {
+  local name=$1
+  echo $((FIRST_PORT + $(printf '%d' "'${name: -1}") - 97))
+}
+
+partition() {
+  command -v iptables >/dev/null 2>&1 ||
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q iptables >/dev/null
+  heal "$1"
+  log "cutting $1@localhost off from the cluster"
+  partition_rules -I "$1" "$(node_port "$1")"
+}
+
+heal() {
+  command -v iptables >/dev/null 2>&1 || return 0
+  while iptables -S INPUT 2>/dev/null | grep -qw -- "procinst-partition-$1"; do
+    partition_rules -D "$1" "$(node_port "$1")" 2>/dev/null || break
+  done
+}
+
+heal_all() {
+  command -v iptables >/dev/null 2>&1 || return 0
+  for name in $(iptables -S INPUT 2>/dev/null | grep -o 'procinst-partition-[a-z0-9]*' | sort -u); do
+    heal "${name#procinst-partition-}"
+  done
 }
 
 in_root() { chroot "$ROOT" env HOME=/var/lib/rabbitmq "$@"; }
@@ -79,10 +130,17 @@ start_node() {
     return
   fi
   log "starting $name@localhost on port $port"
+  # A cluster node (ports 5682-5689) gets its own distribution source
+  # address; a node of a single test (any port) needs none.
+  local erl_args="-kernel net_ticktime 15"
+  if [ "$port" -ge "$FIRST_PORT" ] && [ "$port" -lt $((FIRST_PORT + 8)) ]; then
+    erl_args+=" -kernel inet_dist_connect_options [{ip,{$(dist_source "$port" | tr . ,)}}]"
+  fi
   setsid chroot "$ROOT" env HOME=/var/lib/rabbitmq \
     RABBITMQ_NODENAME="$name@localhost" \
     RABBITMQ_NODE_PORT="$port" \
     RABBITMQ_DIST_PORT=$((port + 20000)) \
+    RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS="$erl_args" \
     ${RABBITMQ_CONFIG_FILE:+RABBITMQ_CONFIG_FILE="$RABBITMQ_CONFIG_FILE"} \
     rabbitmq-server >"$ROOT/var/log/procinst/$name.log" 2>&1 </dev/null &
   for _ in $(seq 1 120); do
@@ -112,6 +170,7 @@ nodes_of_root() {
 
 up() {
   local count=${1:-3}
+  heal_all
   prepare
   for name in $(nodes_of_root); do stop_node "$name"; done
   rm -rf "$ROOT/var/lib/rabbitmq/mnesia"
@@ -137,6 +196,7 @@ up() {
 }
 
 down() {
+  heal_all
   [ -d "$ROOT" ] || return 0
   for name in $(nodes_of_root); do stop_node "$name"; done
   mountpoint -q "$ROOT/proc" && umount "$ROOT/proc" || true
@@ -148,6 +208,8 @@ case "${1:-}" in
   start) start_node "$2" "$3" ;;
   stop) stop_node "$2" ;;
   ctl) shift; ctl "$@" ;;
+  partition) partition "$2" ;;
+  heal) heal "$2" ;;
   root) echo "$ROOT" ;;
-  *) sed -n '2,20p' "$0" >&2; exit 2 ;;
+  *) sed -n '2,/^set /{/^#/p}' "$0" >&2; exit 2 ;;
 esac

@@ -2,7 +2,8 @@
 # Installs (when missing) and starts the services procinst's tests use on
 # this machine: PostgreSQL on 127.0.0.1:5432 with trust auth for the test
 # user, RabbitMQ 3.x on 127.0.0.1:5672, and the tools some tests run
-# (debootstrap for RabbitMQ 4, chromium). Safe to run when they are up.
+# (debootstrap for RabbitMQ 4, iptables for a partition, chromium). Safe to
+# run when they are up.
 set -euo pipefail
 
 log() { printf '[services] %s\n' "$*" >&2; }
@@ -12,6 +13,8 @@ command -v pg_ctlcluster >/dev/null 2>&1 || need_apt+=(postgresql)
 command -v rabbitmq-server >/dev/null 2>&1 || need_apt+=(rabbitmq-server)
 command -v curl >/dev/null 2>&1 || need_apt+=(curl)
 command -v debootstrap >/dev/null 2>&1 || need_apt+=(debootstrap)
+# The chaos run cuts a RabbitMQ 4 node off from its cluster on loopback.
+command -v iptables >/dev/null 2>&1 || need_apt+=(iptables)
 # The loadtest report test renders the page in a real headless browser.
 command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
 if [ ${#need_apt[@]} -gt 0 ]; then

@@ -12,60 +12,13 @@ use std::time::{Duration, Instant};
 
 use crate::faults::{assert_exactly_once, burst};
 use crate::helpers::{Env, WAIT, http_get, metric};
-use crate::rabbitmq4::{NODES, Node, cluster_url, ctl};
+use crate::rabbitmq4::{Alarm, NODES, cluster_url};
 
 /// Requests in the burst: many more than the worker has in flight when
 /// it is blocked, with small batches.
 const BURST: usize = 600;
 /// How long the alarm is held once the worker is blocked.
 const HELD: Duration = Duration::from_secs(4);
-
-/// A resource alarm raised on one node (alarms are cluster-wide), cleared
-/// again when dropped, however the test ends.
-struct Alarm {
-    node: &'static Node,
-    raise: &'static [&'static str],
-    clear: &'static [&'static str],
-}
-
-impl Alarm {
-    async fn raise(node: &'static Node, kind: &str) -> Alarm {
-        let (raise, clear): (&[&str], &[&str]) = match kind {
-            // More free disk than any machine has, then RabbitMQ's default.
-            "disk" => (
-                &["set_disk_free_limit", "100000GB"],
-                &["set_disk_free_limit", "50MB"],
-            ),
-            // No memory at all, then RabbitMQ 4's default share.
-            "memory" => (
-                &["set_vm_memory_high_watermark", "0.0000001"],
-                &["set_vm_memory_high_watermark", "0.6"],
-            ),
-            other => panic!("no {other} alarm"),
-        };
-        ctl(node, raise).await;
-        Alarm { node, raise, clear }
-    }
-
-    async fn clear(self) {
-        ctl(self.node, self.clear).await;
-        std::mem::forget(self);
-    }
-}
-
-impl Drop for Alarm {
-    fn drop(&mut self) {
-        eprintln!(
-            "clearing the alarm of {:?} on {} after the test",
-            self.raise, self.node.name
-        );
-        let _ = std::process::Command::new(crate::rabbitmq4::script())
-            .arg("ctl")
-            .arg(self.node.name)
-            .args(self.clear)
-            .status();
-    }
-}
 
 #[tokio::test]
 #[ignore = "needs the RabbitMQ 4 cluster: tests/infra/rabbitmq4.sh up"]

@@ -16,8 +16,7 @@ use crate::faults::assert_exactly_once;
 use crate::helpers::{Client, Env, WAIT, request};
 use crate::load::{Sampler, Stall};
 use crate::rabbitmq4::{
-    NODES, Outage, close_worker_connection, cluster_url, queue_leader, worker_node,
-    worker_node_now,
+    NODES, Outage, close_worker_connection, cluster_url, queue_leader, worker_node, worker_node_now,
 };
 
 /// Steady load before the first fault.

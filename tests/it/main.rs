@@ -16,6 +16,7 @@ mod rabbitmq4;
 mod alarms;
 mod batching;
 mod broker_tls;
+mod chaos;
 mod cluster;
 mod codes;
 mod commands;

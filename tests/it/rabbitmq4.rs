@@ -72,19 +72,23 @@ pub fn script() -> String {
 /// `rabbitmqctl ARGS` against `node`; its standard output. Panics when it
 /// fails or takes longer than [`CTL_TIMEOUT`].
 pub async fn ctl(node: &Node, args: &[&str]) -> String {
+    try_ctl(node, args)
+        .await
+        .unwrap_or_else(|e| panic!("rabbitmqctl {args:?} on {}: {e}", node.name))
+}
+
+/// Like [`ctl`], with its failure as an error.
+pub async fn try_ctl(node: &Node, args: &[&str]) -> Result<String, String> {
     let mut cmd = tokio::process::Command::new(script());
     cmd.arg("ctl").arg(node.name).args(args).kill_on_drop(true);
     let out = tokio::time::timeout(CTL_TIMEOUT, cmd.output())
         .await
-        .unwrap_or_else(|_| panic!("rabbitmqctl {args:?} on {} hangs", node.name))
-        .expect("run rabbitmq4.sh");
-    assert!(
-        out.status.success(),
-        "rabbitmqctl {args:?} on {} failed: {}",
-        node.name,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+        .map_err(|_| "hangs".to_owned())?
+        .map_err(|e| e.to_string())?;
+    if !out.status.success() {
+        return Err(String::from_utf8_lossy(&out.stderr).into_owned());
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 /// Nodes a test stopped and has not started again.
@@ -197,4 +201,100 @@ pub async fn any_node(args: &[&str]) -> String {
         }
     }
     panic!("no cluster node answers rabbitmqctl {args:?}");
+}
+
+/// A resource alarm raised on one node (alarms are cluster-wide), cleared
+/// again when dropped, however the test ends.
+pub struct Alarm {
+    node: &'static Node,
+    raise: &'static [&'static str],
+    clear: &'static [&'static str],
+}
+
+impl Alarm {
+    pub async fn raise(node: &'static Node, kind: &str) -> Alarm {
+        let (raise, clear): (&[&str], &[&str]) = match kind {
+            // More free disk than any machine has, then RabbitMQ's default.
+            "disk" => (
+                &["set_disk_free_limit", "100000GB"],
+                &["set_disk_free_limit", "50MB"],
+            ),
+            // No memory at all, then RabbitMQ 4's default share.
+            "memory" => (
+                &["set_vm_memory_high_watermark", "0.0000001"],
+                &["set_vm_memory_high_watermark", "0.6"],
+            ),
+            other => panic!("no {other} alarm"),
+        };
+        ctl(node, raise).await;
+        Alarm { node, raise, clear }
+    }
+
+    /// Clears it, waiting for the node when its application is stopped
+    /// meanwhile (another fault may stop it); panics after [`WAIT`].
+    pub async fn clear(self) {
+        let deadline = std::time::Instant::now() + WAIT;
+        while let Err(e) = try_ctl(self.node, self.clear).await {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "clearing the alarm on {}: {e}",
+                self.node.name
+            );
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+        std::mem::forget(self);
+    }
+}
+
+impl Drop for Alarm {
+    fn drop(&mut self) {
+        eprintln!(
+            "clearing the alarm of {:?} on {} after the test",
+            self.raise, self.node.name
+        );
+        let _ = std::process::Command::new(script())
+            .arg("ctl")
+            .arg(self.node.name)
+            .args(self.clear)
+            .status();
+    }
+}
+
+/// One node cut off from the others (`rabbitmq4.sh partition`), let back
+/// when healed or dropped, however the test ends.
+pub struct Partition {
+    node: &'static Node,
+}
+
+impl Partition {
+    pub async fn cut(node: &'static Node) -> Partition {
+        let out = tokio::process::Command::new(script())
+            .args(["partition", node.name])
+            .output()
+            .await
+            .expect("run rabbitmq4.sh partition");
+        assert!(
+            out.status.success(),
+            "partition {}: {}",
+            node.name,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Partition { node }
+    }
+
+    pub async fn heal(self) {
+        let _ = tokio::process::Command::new(script())
+            .args(["heal", self.node.name])
+            .status()
+            .await;
+        std::mem::forget(self);
+    }
+}
+
+impl Drop for Partition {
+    fn drop(&mut self) {
+        let _ = Command::new(script())
+            .args(["heal", self.node.name])
+            .status();
+    }
 }

@@ -80,6 +80,18 @@ pub struct Worker {
 
 impl Worker {
     pub fn spawn(env: &Env, extra: &[(&str, &str)]) -> Worker {
+        let mut vars = env.vars();
+        vars.extend(
+            extra
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
+        );
+        Worker::spawn_with(&vars)
+    }
+
+    /// A worker with exactly these environment variables (and its own HTTP
+    /// address), not waited for.
+    pub fn spawn_with(vars: &[(String, String)]) -> Worker {
         let port = TcpListener::bind("127.0.0.1:0")
             .expect("free port")
             .local_addr()
@@ -88,13 +100,10 @@ impl Worker {
         let http = format!("127.0.0.1:{port}");
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_procinst"));
         cmd.arg("run")
-            .envs(env.vars())
-            .env("PROCINST_HTTP_ADDR", &http)
             .env("RUST_LOG", "info")
-            .env("PROCINST_SHUTDOWN_TIMEOUT_S", "20");
-        for (k, v) in extra {
-            cmd.env(k, v);
-        }
+            .env("PROCINST_SHUTDOWN_TIMEOUT_S", "20")
+            .envs(vars.iter().map(|(k, v)| (k, v)))
+            .env("PROCINST_HTTP_ADDR", &http);
         let mut child = cmd
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -115,21 +124,11 @@ impl Worker {
     }
 
     pub async fn wait_ready(&self) {
-        let url = format!("http://{}/readyz", self.http);
-        tokio::time::timeout(WAIT, async {
-            loop {
-                if http_get(&url)
-                    .await
-                    .map(|(status, _)| status == 200)
-                    .unwrap_or(false)
-                {
-                    return;
-                }
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-        })
-        .await
-        .unwrap_or_else(|_| panic!("worker not ready; log:\n{}", self.log()));
+        assert!(
+            ready_within(&self.http, WAIT).await,
+            "worker not ready; log:\n{}",
+            self.log()
+        );
     }
 
     /// The worker's `/metrics` page; empty when it does not answer.
@@ -199,6 +198,17 @@ impl Worker {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
+}
+
+/// Whether the worker at `http` answers `/readyz` with 200 within `limit`.
+pub async fn ready_within(http: &str, limit: Duration) -> bool {
+    let url = format!("http://{http}/readyz");
+    let ready = async {
+        while http_get(&url).await.is_none_or(|(status, _)| status != 200) {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    };
+    tokio::time::timeout(limit, ready).await.is_ok()
 }
 
 /// A minimal HTTP/1.0 GET: status code and body.

@@ -1,0 +1,225 @@
+//! The chaos run: two workers take a paced, seeded stream of requests
+//! (good ones, repeats, racing pairs, unreadable bodies) while a seeded
+//! schedule strikes overlapping faults at them, the broker and the
+//! database ([`faults`]). Every publication, reply and dead letter is
+//! recorded ([`history`]); once the faults stop and the queues drain, a
+//! checker ([`checker`]) holds the history to the product's promise: one
+//! request, one answer.
+//!
+//! The short run (fixed seed, about 3 minutes) is part of CI's cluster
+//! step; `benches/chaos.sh SEED MINUTES` runs a long one. Both need the
+//! RabbitMQ 4 cluster of `tests/infra/rabbitmq4.sh up` and run alone
+//! (`--test-threads=1`): their faults strike the whole cluster.
+
+mod checker;
+mod faults;
+mod history;
+mod stream;
+
+use std::{
+    collections::BTreeMap,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use tokio_util::sync::CancellationToken;
+
+use crate::helpers::{Env, WAIT, connect, ready_within};
+use crate::pg_cluster::{Cluster, Tcp};
+use crate::rabbitmq4::{any_node, cluster_url};
+use checker::{Tables, check};
+use faults::World;
+
+/// Longest wait for the queues to drain once the faults have healed.
+const DRAIN: Duration = Duration::from_secs(180);
+
+/// The run CI makes: a fixed seed, two minutes of faults at 100 messages
+/// a second. `PROCINST_CHAOS_SEED`, `PROCINST_CHAOS_SECONDS` and
+/// `PROCINST_CHAOS_RATE` make it another (`benches/chaos.sh`).
+#[tokio::test]
+#[ignore = "needs the RabbitMQ 4 cluster: tests/infra/rabbitmq4.sh up"]
+async fn chaos_short_run_keeps_one_answer_per_request() {
+    run(
+        setting("PROCINST_CHAOS_SEED", 20_261_207),
+        setting("PROCINST_CHAOS_SECONDS", 120),
+        setting("PROCINST_CHAOS_RATE", 100) as f64,
+    )
+    .await;
+}
+
+fn setting(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+async fn run(seed: u64, seconds: u64, rate: f64) {
+    let env = Env::on_broker(&cluster_url()).await;
+    let primary = Cluster::create("chaos_primary", Tcp::Any, &[]);
+    primary.start();
+    let standby = Cluster::standby_of(&primary, "chaos_standby");
+    primary.make_synchronous().await;
+    let url = format!(
+        "postgres://postgres@127.0.0.1:{},127.0.0.1:{}/procinst?target_session_attrs=read-write",
+        primary.port, standby.port
+    );
+    let migrated = env
+        .procinst_within(&["migrate"], &[("DATABASE_URL", &url)])
+        .await;
+    assert!(
+        migrated.status.success(),
+        "migrate: {}",
+        String::from_utf8_lossy(&migrated.stderr)
+    );
+    let db = connect(&primary.url("procinst")).await;
+    db.execute(
+        "INSERT INTO service_instance (id, bk_biz_id, bk_supplier_account, name, service_template_id, bk_host_id) \
+         SELECT i, 10, '0', 'si', 0, 1 FROM generate_series(1, $1::int8) i",
+        &[&stream::SERVICE_INSTANCES],
+    )
+    .await
+    .expect("service instances");
+    drop(db);
+
+    let mut vars = env.vars();
+    vars.retain(|(k, _)| k != "DATABASE_URL");
+    vars.push(("DATABASE_URL".into(), url));
+    let world = World::new(vars, [primary, standby], env.request_queue.clone());
+    for http in world.http() {
+        assert!(ready_within(&http, WAIT).await, "a worker gets ready");
+    }
+
+    let n = (rate * seconds as f64) as usize;
+    let messages = Arc::new(stream::messages(seed, n, 40));
+    let history = history::shared(n);
+    let stop = CancellationToken::new();
+    let reader = tokio::spawn(history::read_replies(
+        env.reply_queue.clone(),
+        history.clone(),
+        stop.clone(),
+    ));
+    let publisher = tokio::spawn(history::publish(
+        messages.clone(),
+        env.request_queue.clone(),
+        rate,
+        history.clone(),
+    ));
+    let began = Instant::now();
+    let struck = faults::schedule(&world, seed, Duration::from_secs(seconds)).await;
+    faults::heal(&world).await;
+    let healed = Instant::now();
+    tokio::time::timeout(DRAIN, publisher)
+        .await
+        .expect("every message confirmed once the faults healed")
+        .expect("publisher");
+
+    // Drained: every confirmed publication answered, the request queue
+    // empty with nothing unacked.
+    let deadline = Instant::now() + DRAIN;
+    loop {
+        let answered = {
+            let h = history.lock().unwrap_or_else(|e| e.into_inner());
+            messages.iter().enumerate().all(|(i, m)| {
+                h.replies.get(&m.request_id).map_or(0, Vec::len) as u32 >= h.confirmed[i].min(1)
+            })
+        };
+        if answered && request_queue_is_empty(&env.request_queue).await {
+            break;
+        }
+        if Instant::now() > deadline {
+            keep_logs(seed, &world);
+            panic!("the queues did not drain within {DRAIN:?} of the faults healing");
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    // Late duplicates (redeliveries of what a killed worker had answered)
+    // arrive within a moment.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    stop.cancel();
+    let _ = reader.await;
+    history::read_dead_letters(&env.dead_queue, &history).await;
+
+    let db = connect(&world.primary().url("procinst")).await;
+    let process_ids = db
+        .query("SELECT bk_process_id FROM process", &[])
+        .await
+        .expect("process ids")
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let stored = db
+        .query("SELECT request_id, reply FROM request_log", &[])
+        .await
+        .expect("request log")
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    let h = history.lock().unwrap_or_else(|e| e.into_inner());
+    let verdict = check(
+        &messages,
+        &h,
+        &Tables {
+            process_ids,
+            stored,
+        },
+    );
+
+    let mut by_kind: BTreeMap<String, usize> = BTreeMap::new();
+    for (_, fault, _) in &struck {
+        *by_kind.entry(format!("{fault:?}")).or_default() += 1;
+    }
+    // The publisher falls behind its pace while faults block it, so it
+    // may still be catching up when they heal: the drain is timed from
+    // whichever came last.
+    let published = h.last_confirmed.map_or(healed, |t| t.max(healed));
+    let caught_up = published.saturating_duration_since(healed).as_secs_f64();
+    let drained_after = h.last_reply.map_or(0.0, |t| {
+        t.saturating_duration_since(published).as_secs_f64()
+    });
+    eprintln!(
+        "FIGURE chaos seed {seed}, {seconds} s of faults at {rate}/s: {} faults struck {by_kind:?}; \
+         {n} messages, {} publications, {} confirmed; {} replies; {} repeats, {} race pairs; \
+         {} dead letters; the publisher caught up {caught_up:.1} s after the faults healed, \
+         the last reply came {drained_after:.2} s after the last publication ({:.0} s in all); {} violations",
+        struck.len(),
+        h.sent.iter().sum::<u32>(),
+        h.confirmed.iter().sum::<u32>(),
+        verdict.replies,
+        verdict.repeats,
+        verdict.race_pairs,
+        verdict.dead_letters,
+        began.elapsed().as_secs_f64(),
+        verdict.violations.len(),
+    );
+    keep_logs(seed, &world);
+    if !verdict.violations.is_empty() {
+        panic!(
+            "the checker found {} violations:\n{}",
+            verdict.violations.len(),
+            verdict.violations.join("\n")
+        );
+    }
+}
+
+/// Writes every worker's log to `target/chaos-SEED/worker-PID.log`.
+fn keep_logs(seed: u64, world: &World) {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("target")
+        .join(format!("chaos-{seed}"));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("log directory");
+    for (pid, log) in world.logs() {
+        std::fs::write(dir.join(format!("worker-{pid}.log")), log).expect("write a worker's log");
+    }
+    eprintln!("the workers' logs are in {}", dir.display());
+}
+
+/// The request queue holds no message, ready or unacked.
+async fn request_queue_is_empty(queue: &str) -> bool {
+    let listed = any_node(&["list_queues", "name", "messages", "messages_unacknowledged"]).await;
+    listed
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("{queue}\t")))
+        .is_some_and(|counts| counts.split_whitespace().all(|c| c == "0"))
+}
