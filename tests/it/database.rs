@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 
 use crate::faults::burst;
 use crate::helpers::{Client, Env, PG_ADMIN_URL, WAIT, connect, eventually_true, http_get};
-use crate::pg_cluster::{Cluster, Tcp};
+use crate::pg_cluster::{self, Cluster};
 
 /// How long the database stays read-only in the read-only test.
 const READ_ONLY_FOR: Duration = Duration::from_secs(4);
@@ -84,22 +84,8 @@ async fn a_database_turned_read_only_mid_burst_keeps_the_work_and_answers_it_onc
 #[tokio::test]
 async fn a_failover_to_a_synchronous_standby_mid_burst_loses_and_duplicates_nothing() {
     let mut env = Env::new().await;
-    let primary = Cluster::create("it_primary", Tcp::Any, &[]);
-    primary.start();
-    let standby = Cluster::standby_of(&primary, "it_standby");
-    primary.make_synchronous().await;
-    let url = format!(
-        "postgres://postgres@127.0.0.1:{},127.0.0.1:{}/procinst?target_session_attrs=read-write",
-        primary.port, standby.port
-    );
-    let out = env
-        .procinst_within(&["migrate"], &[("DATABASE_URL", &url)])
-        .await;
-    assert!(
-        out.status.success(),
-        "migrate: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let (primary, standby, url) = pg_cluster::replicated("it", "procinst").await;
+    env.migrate_at(&url).await;
     connect(&primary.url("procinst"))
         .await
         .execute(

@@ -172,6 +172,21 @@ impl Cluster {
     }
 }
 
+/// A primary with a synchronous standby, both started, and a URL of
+/// `database` that names both hosts with `target_session_attrs=read-write`,
+/// as a worker is given them.
+pub async fn replicated(prefix: &str, database: &str) -> (Cluster, Cluster, String) {
+    let primary = Cluster::create(&format!("{prefix}_primary"), Tcp::Any, &[]);
+    primary.start();
+    let standby = Cluster::standby_of(&primary, &format!("{prefix}_standby"));
+    primary.make_synchronous().await;
+    let url = format!(
+        "postgres://postgres@127.0.0.1:{},127.0.0.1:{}/{database}?target_session_attrs=read-write",
+        primary.port, standby.port
+    );
+    (primary, standby, url)
+}
+
 impl Drop for Cluster {
     fn drop(&mut self) {
         let _ = Command::new("pg_dropcluster")

@@ -25,7 +25,7 @@ use std::{
 use tokio_util::sync::CancellationToken;
 
 use crate::helpers::{Env, WAIT, connect, ready_within};
-use crate::pg_cluster::{Cluster, Tcp};
+use crate::pg_cluster;
 use crate::rabbitmq4::{any_node, cluster_url};
 use checker::{Tables, check};
 use faults::World;
@@ -56,22 +56,8 @@ fn setting(name: &str, default: u64) -> u64 {
 
 async fn run(seed: u64, seconds: u64, rate: f64) {
     let env = Env::on_broker(&cluster_url()).await;
-    let primary = Cluster::create("chaos_primary", Tcp::Any, &[]);
-    primary.start();
-    let standby = Cluster::standby_of(&primary, "chaos_standby");
-    primary.make_synchronous().await;
-    let url = format!(
-        "postgres://postgres@127.0.0.1:{},127.0.0.1:{}/procinst?target_session_attrs=read-write",
-        primary.port, standby.port
-    );
-    let migrated = env
-        .procinst_within(&["migrate"], &[("DATABASE_URL", &url)])
-        .await;
-    assert!(
-        migrated.status.success(),
-        "migrate: {}",
-        String::from_utf8_lossy(&migrated.stderr)
-    );
+    let (primary, standby, url) = pg_cluster::replicated("chaos", "procinst").await;
+    env.migrate_at(&url).await;
     let db = connect(&primary.url("procinst")).await;
     db.execute(
         "INSERT INTO service_instance (id, bk_biz_id, bk_supplier_account, name, service_template_id, bk_host_id) \

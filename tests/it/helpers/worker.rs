@@ -60,6 +60,18 @@ impl Env {
             .expect("procinst output")
     }
 
+    /// `procinst migrate` against the database at `url`, which must succeed.
+    pub async fn migrate_at(&self, url: &str) {
+        let out = self
+            .procinst_within(&["migrate"], &[("DATABASE_URL", url)])
+            .await;
+        assert!(
+            out.status.success(),
+            "migrate: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
     /// `procinst ARGS` with this test's settings and `extra` on top, logging
     /// warnings only, its output captured.
     fn command(&self, args: &[&str], extra: &[(&str, &str)]) -> Command {
