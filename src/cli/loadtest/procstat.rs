@@ -1,33 +1,26 @@
-//! CPU time and resident memory of other processes, from /proc.
+//! CPU time and resident memory of other processes, and the machine's busy
+//! time, from /proc (read with `procfs`, which knows the clock tick rate).
 
-/// Clock ticks per second of /proc/PID/stat times (USER_HZ; 100 on Linux).
-const TICKS_PER_SECOND: f64 = 100.0;
+use procfs::{CurrentSI, KernelStats, process::Process};
 
 /// User plus system CPU seconds used so far by `pid`.
 pub fn cpu_seconds(pid: u32) -> Option<f64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // Fields after the command name, which is in parentheses and may hold spaces.
-    let rest = &stat[stat.rfind(')')? + 2..];
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    // utime and stime are fields 14 and 15 of the whole line: 11 and 12 here.
-    let utime: f64 = fields.get(11)?.parse().ok()?;
-    let stime: f64 = fields.get(12)?.parse().ok()?;
-    Some((utime + stime) / TICKS_PER_SECOND)
+    let stat = Process::new(i32::try_from(pid).ok()?).ok()?.stat().ok()?;
+    Some((stat.utime + stat.stime) as f64 / procfs::ticks_per_second() as f64)
 }
 
-/// The machine's (busy, total) jiffies since boot, from /proc/stat.
+/// The machine's (busy, total) clock ticks since boot.
 pub fn machine_jiffies() -> Option<(u64, u64)> {
-    let stat = std::fs::read_to_string("/proc/stat").ok()?;
-    let line = stat.lines().find(|l| l.starts_with("cpu "))?;
-    let fields: Vec<u64> = line
-        .split_whitespace()
-        .skip(1)
-        .filter_map(|f| f.parse().ok())
-        .collect();
-    // user nice system idle iowait irq softirq steal (guest time is
-    // already counted in user and nice).
-    let total: u64 = fields.iter().take(8).sum();
-    let idle = fields.get(3)? + fields.get(4).copied().unwrap_or(0);
+    let t = KernelStats::current().ok()?.total;
+    // Guest time is already counted in user and nice.
+    let idle = t.idle + t.iowait.unwrap_or(0);
+    let total = t.user
+        + t.nice
+        + t.system
+        + idle
+        + t.irq.unwrap_or(0)
+        + t.softirq.unwrap_or(0)
+        + t.steal.unwrap_or(0);
     Some((total - idle, total))
 }
 
@@ -38,10 +31,8 @@ pub fn cores() -> usize {
 
 /// Resident set size of `pid` in MiB.
 pub fn rss_mib(pid: u32) -> Option<f64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
-    let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kib / 1024.0)
+    let status = Process::new(i32::try_from(pid).ok()?).ok()?.status().ok()?;
+    Some(status.vmrss? as f64 / 1024.0)
 }
 
 #[cfg(test)]
@@ -53,5 +44,7 @@ mod tests {
         let me = std::process::id();
         assert!(cpu_seconds(me).is_some());
         assert!(rss_mib(me).is_some_and(|m| m > 0.0));
+        let (busy, total) = machine_jiffies().expect("/proc/stat");
+        assert!(busy <= total && total > 0);
     }
 }
