@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use crate::helpers::{Env, http_get, request};
+use crate::helpers::{Env, http_get, metric, request};
 
 #[tokio::test]
 async fn metrics_and_health_endpoints_report_the_work() {
@@ -41,7 +41,10 @@ async fn metrics_and_health_endpoints_report_the_work() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
-    assert!(body.contains("procinst_batch_seconds_bucket"), "{body}");
+    // Every batch taken is timed to its ack.
+    let timed = metric(&body, "procinst_batch_seconds_count");
+    assert!(timed >= 1.0, "{body}");
+    assert_eq!(timed, metric(&body, "procinst_batch_size_count"), "{body}");
 }
 
 #[tokio::test]
