@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use crate::faults::{assert_exactly_once, burst};
 use crate::helpers::{Env, WAIT, http_get, metric};
-use crate::rabbitmq4::{Alarm, NODES, cluster_url};
+use crate::support::rabbitmq4::{Alarm, NODES, cluster_url};
 
 /// Requests in the burst: many more than the worker has in flight when
 /// it is blocked, with small batches.

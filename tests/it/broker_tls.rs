@@ -16,7 +16,7 @@ use std::{
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
 
 use crate::helpers::{Env, request, unique};
-use crate::rabbitmq4::script;
+use crate::support::rabbitmq4::script;
 
 /// How long an untrusted certificate may take to be refused.
 const REFUSED_WITHIN: Duration = Duration::from_secs(15);

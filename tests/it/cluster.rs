@@ -14,8 +14,8 @@ use std::{
 
 use crate::faults::assert_exactly_once;
 use crate::helpers::{Client, Env, WAIT, request};
-use crate::load::{Sampler, Stall};
-use crate::rabbitmq4::{
+use crate::support::load::{Sampler, Stall};
+use crate::support::rabbitmq4::{
     NODES, Outage, close_worker_connection, cluster_url, queue_leader, worker_node, worker_node_now,
 };
 

@@ -3,15 +3,14 @@
 //! `procinst` processes, and bounds every wait.
 //!
 //! [`helpers`] is what every test stands on (the environment, the worker
-//! process, the AMQP client, fixtures); [`faults`] holds the faults injected
-//! for real, one file per subject; every other module is one feature.
+//! process, the AMQP client, fixtures, waits); [`support`] what some tests
+//! run beside the worker (a proxy, an OTLP collector, a load sampler,
+//! PostgreSQL clusters and RabbitMQ 4 nodes of their own); [`faults`] holds
+//! the faults injected for real, one file per subject, and [`chaos`] all of
+//! them at once; every other module is one feature.
 
 mod helpers;
-mod load;
-mod otlp;
-mod pg_cluster;
-mod proxy;
-mod rabbitmq4;
+mod support;
 
 mod alarms;
 mod batching;
@@ -21,7 +20,6 @@ mod cluster;
 mod codes;
 mod commands;
 mod dashboards;
-mod database;
 mod dead_letters;
 mod dlq_browse;
 mod faults;

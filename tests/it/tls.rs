@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
 
 use crate::helpers::{Env, connect};
-use crate::pg_cluster::{Cluster, Tcp};
+use crate::support::pg_cluster::{Cluster, Tcp};
 
 /// A certificate authority of the test's own.
 struct Ca {

@@ -12,7 +12,7 @@ use lapin::{
 use serde_json::json;
 
 use crate::helpers::{Env, WAIT, header_text, request};
-use crate::otlp::Receiver;
+use crate::support::otlp::Receiver;
 
 const TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
 const PARENT_SPAN: &str = "00f067aa0ba902b7";

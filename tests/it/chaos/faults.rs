@@ -15,8 +15,10 @@ use std::{
 use tokio::task::JoinSet;
 
 use crate::helpers::Worker;
-use crate::pg_cluster::Cluster;
-use crate::rabbitmq4::{Alarm, NODES, Outage, Partition, queue_leader, try_ctl, worker_connection};
+use crate::support::pg_cluster::Cluster;
+use crate::support::rabbitmq4::{
+    Alarm, NODES, Outage, Partition, queue_leader, try_ctl, worker_connection,
+};
 
 /// Workers running side by side on the queue.
 pub const WORKERS: usize = 2;
@@ -213,7 +215,7 @@ pub async fn strike(
         Fault::CloseConnection => {
             let pid = world.pid(slot);
             let (connection, port) = worker_connection(pid).await?;
-            let node = crate::rabbitmq4::Node::by_port(port);
+            let node = crate::support::rabbitmq4::Node::by_port(port);
             try_ctl(node, &["close_connection", &connection, "chaos"])
                 .await
                 .ok()?;

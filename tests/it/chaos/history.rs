@@ -22,7 +22,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::stream::Message;
 use crate::helpers::unique;
-use crate::rabbitmq4::cluster_url;
+use crate::support::rabbitmq4::cluster_url;
 
 /// Longest wait for one publish or one confirm before the publisher takes
 /// its connection for lost (an alarm blocks publishers for seconds).

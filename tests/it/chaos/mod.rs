@@ -25,8 +25,8 @@ use std::{
 use tokio_util::sync::CancellationToken;
 
 use crate::helpers::{Env, WAIT, connect, ready_within};
-use crate::pg_cluster;
-use crate::rabbitmq4::{any_node, cluster_url};
+use crate::support::pg_cluster;
+use crate::support::rabbitmq4::{any_node, cluster_url};
 use checker::{Tables, check};
 use faults::World;
 

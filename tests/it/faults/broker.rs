@@ -8,7 +8,7 @@ use serde_json::json;
 
 use super::{assert_exactly_once, burst, contend_on};
 use crate::helpers::{Env, metric, request};
-use crate::proxy::Proxy;
+use crate::support::proxy::Proxy;
 
 #[tokio::test]
 async fn broker_connections_cut_mid_burst_lose_and_duplicate_nothing() {
