@@ -170,9 +170,12 @@ impl World {
     }
 }
 
+/// Sends a signal; a process gone meanwhile (killed by another fault) is
+/// not an error.
 fn signal(pid: u32, name: &str) {
     let _ = std::process::Command::new("kill")
         .args(["-s", name, &pid.to_string()])
+        .stderr(std::process::Stdio::null())
         .status();
 }
 
