@@ -199,3 +199,39 @@ async fn every_metric_the_dashboard_and_alerts_use_is_exported_by_a_running_work
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// Each alert rule links its own section of `docs/runbook.md`, and that
+/// section is there.
+#[test]
+fn every_alert_links_its_runbook_section() {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let rules = std::fs::read_to_string(format!("{root}/deploy/prometheus/alerts.yml"))
+        .expect("alert rules");
+    let runbook = std::fs::read_to_string(format!("{root}/docs/runbook.md")).expect("runbook");
+    let sections: BTreeSet<&str> = runbook
+        .lines()
+        .filter_map(|l| l.strip_prefix("## "))
+        .collect();
+    let alerts: Vec<&str> = rules
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("- alert: "))
+        .collect();
+    let links: Vec<&str> = rules
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("runbook: "))
+        .map(|l| l.trim_matches('"'))
+        .collect();
+    assert!(!alerts.is_empty());
+    assert_eq!(alerts.len(), links.len(), "one runbook link per alert");
+    for (alert, link) in alerts.iter().zip(&links) {
+        assert_eq!(
+            *link,
+            format!("docs/runbook.md#{}", alert.to_lowercase()),
+            "{alert}'s runbook link"
+        );
+        assert!(
+            sections.contains(alert),
+            "docs/runbook.md has a section for {alert}"
+        );
+    }
+}
