@@ -17,22 +17,24 @@ use crate::support::rabbitmq4::{Alarm, NODES, cluster_url};
 /// Requests in the burst: many more than the worker has in flight when
 /// it is blocked, with small batches.
 const BURST: usize = 600;
-/// How long the alarm is held once the worker is blocked.
-const HELD: Duration = Duration::from_secs(4);
+/// How long an alarm is held once the worker is blocked: a short one, and
+/// one longer than the 30 s the worker waits for confirms when not blocked.
+const SHORT: Duration = Duration::from_secs(4);
+const LONGER_THAN_CONFIRMS: Duration = Duration::from_secs(35);
 
 #[tokio::test]
 #[ignore = "needs the RabbitMQ 4 cluster: tests/infra/rabbitmq4.sh up"]
 async fn a_disk_alarm_mid_burst_pauses_the_worker_which_goes_on_when_it_clears() {
-    blocked_mid_burst("disk").await;
+    blocked_mid_burst("disk", SHORT).await;
 }
 
 #[tokio::test]
 #[ignore = "needs the RabbitMQ 4 cluster: tests/infra/rabbitmq4.sh up"]
-async fn a_memory_alarm_mid_burst_pauses_the_worker_which_goes_on_when_it_clears() {
-    blocked_mid_burst("memory").await;
+async fn a_memory_alarm_longer_than_the_confirm_timeout_ends_no_session() {
+    blocked_mid_burst("memory", LONGER_THAN_CONFIRMS).await;
 }
 
-async fn blocked_mid_burst(kind: &str) {
+async fn blocked_mid_burst(kind: &str, hold: Duration) {
     let mut env = Env::on_broker(&cluster_url()).await;
     env.service_instance(1, 10, "0", 0, 1).await;
     let w = env
@@ -70,7 +72,7 @@ async fn blocked_mid_burst(kind: &str) {
     tokio::time::sleep(Duration::from_secs(1)).await;
     let batches = env.worker(w).batches().await;
     let written = env.count("SELECT count(*) FROM request_log").await;
-    tokio::time::sleep(HELD).await;
+    tokio::time::sleep(hold).await;
     let page = env.worker(w).metrics().await;
     assert_eq!(metric(&page, "procinst_broker_blocked"), 1.0);
     assert!(
@@ -98,8 +100,14 @@ async fn blocked_mid_burst(kind: &str) {
     assert_eq!(metric(&page, "procinst_broker_blocked"), 0.0);
     let blocked_for = metric(&page, "procinst_broker_blocked_seconds_total");
     assert!(
-        blocked_for >= HELD.as_secs_f64() - 1.0,
+        blocked_for >= hold.as_secs_f64() - 1.0,
         "the time blocked is counted: {blocked_for} s"
+    );
+    assert_eq!(
+        metric(&page, "procinst_reconnects_total"),
+        0.0,
+        "the session outlived the alarm; log:\n{}",
+        env.worker(w).log()
     );
     env.worker(w).wait_ready().await;
     assert_eq!(
