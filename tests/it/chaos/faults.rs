@@ -17,7 +17,7 @@ use tokio::task::JoinSet;
 use crate::helpers::Worker;
 use crate::support::pg_cluster::Cluster;
 use crate::support::rabbitmq4::{
-    Alarm, NODES, Outage, Partition, queue_leader, try_ctl, worker_connection,
+    Alarm, NODES, Outage, Partition, current_leader, try_ctl, worker_connection,
 };
 
 /// Workers running side by side on the queue.
@@ -288,7 +288,11 @@ pub async fn strike(
                 return None;
             }
             let node = if fault == Fault::StopLeader {
-                queue_leader(&world.request_queue).await
+                let Some(leader) = current_leader(&world.request_queue).await else {
+                    world.node_down.store(false, Ordering::SeqCst);
+                    return None;
+                };
+                leader
             } else {
                 &NODES[rng.usize(..NODES.len())]
             };
@@ -342,7 +346,10 @@ pub async fn strike(
                 world.alarmed.store(false, Ordering::SeqCst);
                 return None;
             }
-            let alarm = Alarm::raise(node, kind).await;
+            let Ok(alarm) = Alarm::try_raise(node, kind).await else {
+                world.alarmed.store(false, Ordering::SeqCst);
+                return None;
+            };
             let d = lasting(rng, 1500);
             let w = world.clone();
             heals.spawn(async move {

@@ -49,15 +49,6 @@ impl Node {
             .find(|n| n.port == port)
             .unwrap_or_else(|| panic!("no cluster node on port {port}"))
     }
-
-    /// The node of an Erlang node name such as `procinst4b@localhost`.
-    pub fn by_erlang_name(name: &str) -> &'static Node {
-        let short = name.split('@').next().unwrap_or(name);
-        NODES
-            .iter()
-            .find(|n| n.name == short)
-            .unwrap_or_else(|| panic!("no cluster node named {name}"))
-    }
 }
 
 /// `AMQP_URL` for all three nodes.
@@ -181,12 +172,21 @@ pub async fn close_worker_connection(pid: u32) {
 
 /// The node that leads `queue`.
 pub async fn queue_leader(queue: &str) -> &'static Node {
+    current_leader(queue)
+        .await
+        .unwrap_or_else(|| panic!("{queue} is listed with a leader"))
+}
+
+/// The node that leads `queue` now; `None` while it has none (an election).
+pub async fn current_leader(queue: &str) -> Option<&'static Node> {
     let listed = any_node(&["list_queues", "name", "leader"]).await;
     let leader = listed
         .lines()
-        .find_map(|l| l.strip_prefix(&format!("{queue}\t")))
-        .unwrap_or_else(|| panic!("{queue} is listed: {listed}"));
-    Node::by_erlang_name(leader.trim())
+        .find_map(|l| l.strip_prefix(&format!("{queue}\t")))?
+        .trim();
+    NODES
+        .iter()
+        .find(|n| leader.split('@').next() == Some(n.name))
 }
 
 /// rabbitmqctl on the first node whose application runs.
@@ -213,6 +213,14 @@ pub struct Alarm {
 
 impl Alarm {
     pub async fn raise(node: &'static Node, kind: &str) -> Alarm {
+        Alarm::try_raise(node, kind)
+            .await
+            .unwrap_or_else(|e| panic!("a {kind} alarm on {}: {e}", node.name))
+    }
+
+    /// Like [`Alarm::raise`], with the failure as an error (a node whose
+    /// application is not running cannot raise one).
+    pub async fn try_raise(node: &'static Node, kind: &str) -> Result<Alarm, String> {
         let (raise, clear): (&[&str], &[&str]) = match kind {
             // More free disk than any machine has, then RabbitMQ's default.
             "disk" => (
@@ -226,8 +234,8 @@ impl Alarm {
             ),
             other => panic!("no {other} alarm"),
         };
-        ctl(node, raise).await;
-        Alarm { node, raise, clear }
+        try_ctl(node, raise).await?;
+        Ok(Alarm { node, raise, clear })
     }
 
     /// Clears it, waiting for the node when its application is stopped
@@ -282,11 +290,14 @@ impl Partition {
         Partition { node }
     }
 
+    /// Lets the node back and waits until it serves again (under
+    /// `pause_minority` it paused itself while cut off).
     pub async fn heal(self) {
         let _ = tokio::process::Command::new(script())
             .args(["heal", self.node.name])
             .status()
             .await;
+        let _ = try_ctl(self.node, &["await_startup", "--timeout", "60"]).await;
         std::mem::forget(self);
     }
 }
