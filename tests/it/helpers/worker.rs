@@ -101,21 +101,28 @@ impl Worker {
         Worker::spawn_with(&vars)
     }
 
-    /// A worker with exactly these environment variables (and its own HTTP
-    /// address), not waited for.
+    /// A worker with these environment variables, on a free HTTP address
+    /// unless they name one, not waited for.
     pub fn spawn_with(vars: &[(String, String)]) -> Worker {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .expect("free port")
-            .local_addr()
-            .expect("addr")
-            .port();
-        let http = format!("127.0.0.1:{port}");
+        let http = vars
+            .iter()
+            .rev()
+            .find(|(k, _)| k == "PROCINST_HTTP_ADDR")
+            .map(|(_, v)| v.clone())
+            .unwrap_or_else(|| {
+                let port = TcpListener::bind("127.0.0.1:0")
+                    .expect("free port")
+                    .local_addr()
+                    .expect("addr")
+                    .port();
+                format!("127.0.0.1:{port}")
+            });
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_procinst"));
         cmd.arg("run")
             .env("RUST_LOG", "info")
             .env("PROCINST_SHUTDOWN_TIMEOUT_S", "20")
-            .envs(vars.iter().map(|(k, v)| (k, v)))
-            .env("PROCINST_HTTP_ADDR", &http);
+            .env("PROCINST_HTTP_ADDR", &http)
+            .envs(vars.iter().map(|(k, v)| (k, v)));
         let mut child = cmd
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
