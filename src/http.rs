@@ -6,7 +6,6 @@ use anyhow::Context;
 use axum::{Router, extract::State, http::StatusCode, routing::get};
 use deadpool_postgres::Pool;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
-use tokio_postgres::SimpleQueryMessage;
 use tokio_util::sync::CancellationToken;
 
 use crate::worker::Health;
@@ -157,21 +156,11 @@ async fn ready(State(state): State<AppState>) -> (StatusCode, String) {
         return (StatusCode::SERVICE_UNAVAILABLE, format!("{reason}\n"));
     }
     // A standby or a read-only database answers queries but takes no
-    // writes: ask whether this session could write.
-    let probe = async {
-        let client = state.pool.get().await.ok()?;
-        let rows = client
-            .simple_query("SHOW transaction_read_only")
-            .await
-            .ok()?;
-        rows.into_iter().find_map(|m| match m {
-            SimpleQueryMessage::Row(row) => row.get(0).map(|v| v == "on"),
-            _ => None,
-        })
-    };
+    // writes: ask whether a session could write.
+    let probe = crate::store::writable(&state.pool);
     match tokio::time::timeout(DB_PROBE_TIMEOUT, probe).await {
-        Ok(Some(false)) => (StatusCode::OK, "ready\n".to_owned()),
-        Ok(Some(true)) => (
+        Ok(Some(true)) => (StatusCode::OK, "ready\n".to_owned()),
+        Ok(Some(false)) => (
             StatusCode::SERVICE_UNAVAILABLE,
             "database is read-only\n".to_owned(),
         ),

@@ -109,3 +109,18 @@ pub async fn ensure_database(database_url: &str) -> Result<(), StoreError> {
     let _ = task.await;
     Ok(())
 }
+
+/// Whether a pooled session could write now: `Some(false)` on a standby or
+/// a database turned read-only (which still answer queries), `None` when no
+/// connection answers.
+pub async fn writable(pool: &Pool) -> Option<bool> {
+    let client = pool.get().await.ok()?;
+    let rows = client
+        .simple_query("SHOW transaction_read_only")
+        .await
+        .ok()?;
+    rows.into_iter().find_map(|m| match m {
+        tokio_postgres::SimpleQueryMessage::Row(row) => row.get(0).map(|v| v == "off"),
+        _ => None,
+    })
+}
