@@ -13,13 +13,15 @@
 //! - [`worker`]: deliveries -> batches -> decisions -> replies -> acks, reconnects.
 //! - [`http`]: `/metrics`, `/healthz`, `/readyz`.
 //! - [`cli`]: one module per subcommand.
-//! - [`telemetry`]: the tracing subscriber.
+//! - [`telemetry`]: the tracing subscriber and the log format.
+//! - [`redact`]: URLs with their passwords hidden, for logs and errors.
 
 pub mod broker;
 pub mod cli;
 pub mod config;
 pub mod domain;
 pub mod http;
+pub mod redact;
 pub mod store;
 pub mod telemetry;
 pub mod worker;

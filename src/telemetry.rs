@@ -16,7 +16,12 @@ use opentelemetry_sdk::{Resource, propagation::TraceContextPropagator, trace::Sd
 use tracing::Level;
 use tracing_subscriber::{EnvFilter, filter::Targets, fmt, prelude::*};
 
-use crate::config::LogFormat;
+/// Log line format.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
 
 /// The span pipeline; [`Telemetry::shutdown`] sends what is still queued.
 pub struct Telemetry {

@@ -5,7 +5,7 @@
 
 use std::fmt;
 
-use crate::config::redact_url;
+use crate::redact::redact_url;
 
 /// One node of the list.
 #[derive(Clone)]

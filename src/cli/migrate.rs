@@ -2,7 +2,8 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 
-use crate::config::{Settings, redact_url};
+use crate::config::Settings;
+use crate::redact::redact_url;
 use crate::store;
 
 /// Creates the database if needed and applies pending migrations.

@@ -5,8 +5,7 @@
 use std::ops::RangeInclusive;
 
 use super::prepared::{Prepared, ProcessSpans, Span};
-use super::validate::Entries;
-use super::wire::Json;
+use super::wire::{Entries, Json};
 use super::{Rejection, bind_info};
 
 /// Limit for names and short texts, in bytes after trimming.

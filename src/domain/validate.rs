@@ -4,7 +4,7 @@
 //! 1199000 here, while inside process_info every problem is 1199011.
 
 use super::prepared::Prepared;
-use super::wire::{Json, Secret, Wire};
+use super::wire::{Entries, Json, Secret, Wire};
 use super::{Code, Decoded, MAX_PROCESSES, Rejection, Request, process_info};
 
 impl Decoded {
@@ -128,9 +128,6 @@ fn secret(key: &str, value: Option<Secret>) -> Result<(), Rejection> {
         Some(Secret::Other) => Err(Rejection::bad_json(key, "must be a string")),
     }
 }
-
-/// One process_info object's entries, as sent.
-pub(super) type Entries<'j, 'a> = &'j [(std::borrow::Cow<'a, str>, Json<'a>)];
 
 /// `processes`: an array of objects, each with an object `process_info`.
 fn process_items<'j, 'a>(

@@ -31,6 +31,9 @@ pub(super) enum Json<'a> {
     Object(Box<[(Cow<'a, str>, Json<'a>)]>),
 }
 
+/// One process_info object's entries, as sent.
+pub(super) type Entries<'j, 'a> = &'j [(Cow<'a, str>, Json<'a>)];
+
 /// How a secret was sent: its type is validated, its content never kept.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Secret {

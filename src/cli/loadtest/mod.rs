@@ -20,7 +20,8 @@ use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
 use crate::broker::Cluster;
-use crate::config::{Settings, redact_url};
+use crate::config::Settings;
+use crate::redact::redact_url;
 use crate::store::{self, service_instance::ServiceInstanceRow};
 use phase::{Load, Measured};
 
