@@ -122,7 +122,7 @@ pub struct Settings {
     pub batch_linger_ms: u64,
     /// Database connections kept by the worker; half of them write batches
     /// at once. The default, 6 (3 batches at once), was best measured on a
-    /// 2-core machine: see the README's Performance section.
+    /// 2-core machine: see docs/performance.md.
     #[arg(
         long,
         env = "PROCINST_DB_POOL_SIZE",
