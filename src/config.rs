@@ -345,6 +345,38 @@ mod tests {
         settings: Settings,
     }
 
+    /// The README's configuration table gives every setting's variable
+    /// with the default the code has (or `unset` when it has none).
+    #[test]
+    fn the_readme_gives_every_setting_with_its_default() {
+        use clap::CommandFactory;
+        let readme = include_str!("../README.md");
+        let rows: std::collections::HashMap<&str, &str> = readme
+            .lines()
+            .filter_map(|l| {
+                let mut cells = l.strip_prefix("| `")?.split(" | ");
+                let variable = cells.next()?.split('`').next()?;
+                Some((variable, cells.next()?))
+            })
+            .collect();
+        for arg in Flags::command().get_arguments() {
+            let Some(variable) = arg.get_env().and_then(|v| v.to_str()) else {
+                continue;
+            };
+            let row = rows
+                .get(variable)
+                .unwrap_or_else(|| panic!("the README's table has no row for {variable}"));
+            match arg.get_default_values() {
+                [] => assert!(row.starts_with("unset"), "{variable}: {row}"),
+                [default] => {
+                    let default = default.to_str().expect("text");
+                    assert_eq!(row.trim_matches('`'), default, "{variable}");
+                }
+                more => panic!("{variable}: several defaults {more:?}"),
+            }
+        }
+    }
+
     fn settings(args: &[&str]) -> Settings {
         let mut argv = vec!["procinst"];
         argv.extend_from_slice(args);
