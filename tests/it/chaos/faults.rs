@@ -59,6 +59,8 @@ const DEALT: [Fault; 12] = [
 
 /// What the faults strike.
 pub struct World {
+    /// The run's seed, which names its log directory.
+    seed: u64,
     /// Each worker's environment: the test's names, all three nodes, both
     /// database hosts.
     vars: Vec<(String, String)>,
@@ -81,12 +83,14 @@ pub struct World {
 
 impl World {
     pub fn new(
+        seed: u64,
         vars: Vec<(String, String)>,
         databases: [Cluster; 2],
         request_queue: String,
     ) -> Arc<World> {
         let workers = (0..WORKERS).map(|_| Worker::spawn_with(&vars)).collect();
         Arc::new(World {
+            seed,
             vars,
             workers: Mutex::new(workers),
             retired: Mutex::new(Vec::new()),
@@ -123,6 +127,21 @@ impl World {
             .clone();
         logs.extend(self.workers().iter().map(|w| (w.child.id(), w.log())));
         logs
+    }
+
+    /// Writes every worker's log to `target/chaos-SEED/worker-PID.log`.
+    pub fn keep_logs(&self) {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("target")
+            .join(format!("chaos-{}", self.seed));
+        let _ = std::fs::remove_dir_all(&dir);
+        if std::fs::create_dir_all(&dir).is_err() {
+            return;
+        }
+        for (pid, log) in self.logs() {
+            let _ = std::fs::write(dir.join(format!("worker-{pid}.log")), log);
+        }
+        eprintln!("the workers' logs are in {}", dir.display());
     }
 
     fn pid(&self, slot: usize) -> u32 {
@@ -167,6 +186,15 @@ impl World {
             tokio::time::sleep(Duration::from_millis(300)).await;
         }
         false
+    }
+}
+
+/// A run that fails keeps its workers' logs too.
+impl Drop for World {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.keep_logs();
+        }
     }
 }
 

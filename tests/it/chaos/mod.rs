@@ -71,7 +71,7 @@ async fn run(seed: u64, seconds: u64, rate: f64) {
     let mut vars = env.vars();
     vars.retain(|(k, _)| k != "DATABASE_URL");
     vars.push(("DATABASE_URL".into(), url));
-    let world = World::new(vars, [primary, standby], env.request_queue.clone());
+    let world = World::new(seed, vars, [primary, standby], env.request_queue.clone());
     for http in world.http() {
         assert!(ready_within(&http, WAIT).await, "a worker gets ready");
     }
@@ -114,7 +114,6 @@ async fn run(seed: u64, seconds: u64, rate: f64) {
             break;
         }
         if Instant::now() > deadline {
-            keep_logs(seed, &world);
             panic!("the queues did not drain within {DRAIN:?} of the faults healing");
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
@@ -178,7 +177,7 @@ async fn run(seed: u64, seconds: u64, rate: f64) {
         began.elapsed().as_secs_f64(),
         verdict.violations.len(),
     );
-    keep_logs(seed, &world);
+    world.keep_logs();
     if !verdict.violations.is_empty() {
         panic!(
             "the checker found {} violations:\n{}",
@@ -186,19 +185,6 @@ async fn run(seed: u64, seconds: u64, rate: f64) {
             verdict.violations.join("\n")
         );
     }
-}
-
-/// Writes every worker's log to `target/chaos-SEED/worker-PID.log`.
-fn keep_logs(seed: u64, world: &World) {
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("target")
-        .join(format!("chaos-{seed}"));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("log directory");
-    for (pid, log) in world.logs() {
-        std::fs::write(dir.join(format!("worker-{pid}.log")), log).expect("write a worker's log");
-    }
-    eprintln!("the workers' logs are in {}", dir.display());
 }
 
 /// The request queue holds no message, ready or unacked.
