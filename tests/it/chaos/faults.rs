@@ -212,6 +212,23 @@ fn lasting(rng: &mut fastrand::Rng, from_ms: u64) -> Duration {
     Duration::from_millis(rng.u64(from_ms..=4000))
 }
 
+/// Heals a lasting fault with `heal` after `d`, then lets another of its
+/// kind strike (`busy` is the flag that kept it from striking meanwhile).
+fn heal_after(
+    heals: &mut JoinSet<()>,
+    world: &Arc<World>,
+    busy: fn(&World) -> &AtomicBool,
+    d: Duration,
+    heal: impl Future<Output = ()> + Send + 'static,
+) {
+    let world = world.clone();
+    heals.spawn(async move {
+        tokio::time::sleep(d).await;
+        heal.await;
+        busy(&world).store(false, Ordering::SeqCst);
+    });
+}
+
 /// Strikes `fault`; a lasting one's healing goes into `heals`. What was
 /// done, in words; `None` when the fault could not strike now.
 pub async fn strike(
@@ -277,15 +294,13 @@ pub async fn strike(
             }
             let d = lasting(rng, 1500);
             let w = world.clone();
-            heals.spawn(async move {
-                tokio::time::sleep(d).await;
+            heal_after(heals, world, |w| &w.read_only, d, async move {
                 let reset = [
                     "SET default_transaction_read_only = off",
                     "ALTER SYSTEM RESET default_transaction_read_only",
                     "SELECT pg_reload_conf()",
                 ];
                 w.on_primary("postgres", &reset).await;
-                w.read_only.store(false, Ordering::SeqCst);
             });
             Some(format!("database read-only for {d:?}"))
         }
@@ -327,10 +342,8 @@ pub async fn strike(
             world.outage.stop(node).await;
             let d = lasting(rng, 1500);
             let w = world.clone();
-            heals.spawn(async move {
-                tokio::time::sleep(d).await;
+            heal_after(heals, world, |w| &w.node_down, d, async move {
                 w.outage.start(node).await;
-                w.node_down.store(false, Ordering::SeqCst);
             });
             let what = if fault == Fault::StopLeader {
                 "the request queue's leader "
@@ -348,12 +361,7 @@ pub async fn strike(
             // Long enough for the other nodes to notice (net_ticktime 15 s)
             // and the cut node to pause itself (pause_minority).
             let d = Duration::from_millis(rng.u64(18_000..=25_000));
-            let w = world.clone();
-            heals.spawn(async move {
-                tokio::time::sleep(d).await;
-                cut.heal().await;
-                w.node_down.store(false, Ordering::SeqCst);
-            });
+            heal_after(heals, world, |w| &w.node_down, d, cut.heal());
             Some(format!(
                 "partition {} from the cluster for {d:?}",
                 node.name
@@ -379,12 +387,7 @@ pub async fn strike(
                 return None;
             };
             let d = lasting(rng, 1500);
-            let w = world.clone();
-            heals.spawn(async move {
-                tokio::time::sleep(d).await;
-                alarm.clear().await;
-                w.alarmed.store(false, Ordering::SeqCst);
-            });
+            heal_after(heals, world, |w| &w.alarmed, d, alarm.clear());
             Some(format!("{kind} alarm on {} for {d:?}", node.name))
         }
         Fault::Failover => {
