@@ -14,22 +14,14 @@ use std::{
 use futures::StreamExt;
 use lapin::{Connection, Event};
 use tokio::sync::watch;
+use tokio_util::task::AbortOnDropHandle;
 
 /// The blocked state of one connection, watched from its events.
 #[derive(Clone, Debug)]
 pub struct Blocked {
     reason: watch::Receiver<Option<String>>,
     /// Ends the watching task with the last clone of this handle.
-    _watching: Option<Arc<AbortOnDrop>>,
-}
-
-#[derive(Debug)]
-struct AbortOnDrop(tokio::task::AbortHandle);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
+    _watching: Option<Arc<AbortOnDropHandle<()>>>,
 }
 
 impl Blocked {
@@ -72,7 +64,7 @@ impl Blocked {
         });
         Blocked {
             reason: rx,
-            _watching: Some(Arc::new(AbortOnDrop(task.abort_handle()))),
+            _watching: Some(Arc::new(AbortOnDropHandle::new(task))),
         }
     }
 
