@@ -72,9 +72,13 @@ async fn publishing_channel() -> Option<(Connection, Channel)> {
 /// confirms it: a publication that fails or is not confirmed is sent again
 /// (so a message may be in the queue twice, as a repeat). Returns when
 /// every message is confirmed.
+///
+/// The pace is kept on average: what a fault held back (an alarm blocks
+/// every publisher, a lost node costs a reconnect) is sent in a burst
+/// afterwards, as upstream systems that kept producing meanwhile would.
 pub async fn publish(messages: Arc<Vec<Message>>, queue: String, rate: f64, history: Shared) {
     let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / rate));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
     let mut next = 0usize;
     let mut again: Vec<usize> = Vec::new();
     let mut link: Option<(Connection, Channel)> = None;
