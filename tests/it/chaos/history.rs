@@ -68,6 +68,16 @@ async fn publishing_channel() -> Option<(Connection, Channel)> {
     Some((connection, channel))
 }
 
+/// How the broker answered one publication.
+enum Confirmed {
+    Ack,
+    /// Refused: sent again on the same connection.
+    Nack,
+    /// No answer in time, or the connection went: sent again, and the
+    /// connection is left if it is still the current one.
+    Lost,
+}
+
 /// Publishes `messages` to `queue` at `rate` per second, each until a node
 /// confirms it: a publication that fails or is not confirmed is sent again
 /// (so a message may be in the queue twice, as a repeat). Returns when
@@ -82,18 +92,26 @@ pub async fn publish(messages: Arc<Vec<Message>>, queue: String, rate: f64, hist
     let mut next = 0usize;
     let mut again: Vec<usize> = Vec::new();
     let mut link: Option<(Connection, Channel)> = None;
+    // Which connection a publication went out on: only a failure on the
+    // current one is a reason to leave it. (Leaving it for every late
+    // failure of an older connection would drop each new one in turn.)
+    let mut generation = 0u64;
     let mut confirms = FuturesUnordered::new();
     while next < messages.len() || !again.is_empty() || !confirms.is_empty() {
         tokio::select! {
-            Some((i, confirmed)) = confirms.next(), if !confirms.is_empty() => {
-                if confirmed {
-                    record(&history, |h| {
+            Some((i, on, confirmed)) = confirms.next(), if !confirms.is_empty() => {
+                match confirmed {
+                    Confirmed::Ack => record(&history, |h| {
                         h.confirmed[i] += 1;
                         h.last_confirmed = Some(Instant::now());
-                    });
-                } else {
-                    again.push(i);
-                    link = None;
+                    }),
+                    Confirmed::Nack => again.push(i),
+                    Confirmed::Lost => {
+                        again.push(i);
+                        if on == generation {
+                            link = None;
+                        }
+                    }
                 }
                 continue;
             }
@@ -108,6 +126,7 @@ pub async fn publish(messages: Arc<Vec<Message>>, queue: String, rate: f64, hist
         };
         if link.is_none() {
             link = publishing_channel().await;
+            generation += 1;
         }
         let Some((_, channel)) = &link else {
             again.push(i);
@@ -127,10 +146,15 @@ pub async fn publish(messages: Arc<Vec<Message>>, queue: String, rate: f64, hist
             &m.body,
             properties,
         );
+        let on = generation;
         match tokio::time::timeout(PUBLISH_TIMEOUT, sent).await {
             Ok(Ok(confirm)) => confirms.push(async move {
-                let confirmed = tokio::time::timeout(PUBLISH_TIMEOUT, confirm).await;
-                (i, matches!(confirmed, Ok(Ok(c)) if c.is_ack()))
+                let confirmed = match tokio::time::timeout(PUBLISH_TIMEOUT, confirm).await {
+                    Ok(Ok(c)) if c.is_ack() => Confirmed::Ack,
+                    Ok(Ok(_)) => Confirmed::Nack,
+                    _ => Confirmed::Lost,
+                };
+                (i, on, confirmed)
             }),
             _ => {
                 again.push(i);
