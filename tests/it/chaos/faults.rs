@@ -23,7 +23,8 @@ use crate::support::rabbitmq4::{
 /// Workers running side by side on the queue.
 pub const WORKERS: usize = 2;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+/// A kind of fault the schedule strikes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Fault {
     Kill,
     Term,
