@@ -126,19 +126,19 @@ impl<'a> Collector<'a> {
                 self.hand_on(batches).await;
                 return SessionEnd::Lost(cause);
             }
-            // No new work while the broker blocks publishing (an alarm):
-            // its replies could not go out. What is held stays unacked.
-            tokio::select! {
-                biased;
-                _ = self.shutdown.cancelled() => return SessionEnd::Shutdown,
-                _ = broker_lost(self.broker) => return SessionEnd::Lost(None),
-                () = self.broker.blocked.cleared() => {}
-            }
+            // No batch leaves while the broker blocks publishing (an
+            // alarm): its replies could not go out. What is held stays
+            // unacked.
+            let blocked = &self.broker.blocked;
+            let ready = async {
+                blocked.cleared().await;
+                batches.reserve().await
+            };
             let handed = tokio::select! {
                 biased;
                 _ = self.shutdown.cancelled() => return SessionEnd::Shutdown,
                 _ = broker_lost(self.broker) => return SessionEnd::Lost(None),
-                handed = top_up(&mut self.consumer, &mut self.held, size, batches.reserve()) => handed,
+                handed = top_up(&mut self.consumer, &mut self.held, size, ready) => handed,
             };
             match handed {
                 Ok(Ok(permit)) => {
