@@ -2,6 +2,7 @@
 //! URL says `amqps://`), declaring the topology, consuming, and
 //! publishing with confirms. Nothing here knows SQL or the request's rules.
 
+mod acks;
 mod blocked;
 mod connection;
 mod endpoints;
@@ -13,6 +14,7 @@ mod tls;
 mod topology;
 pub mod trace_context;
 
+pub use acks::{ack_through, requeue_through};
 pub use blocked::Blocked;
 pub use connection::{Broker, Cluster, connect, connect_node};
 pub use endpoints::{AddressError, Endpoint, Endpoints, Rotation, redact_list};

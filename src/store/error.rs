@@ -21,9 +21,6 @@ pub enum StoreError {
     Url(#[from] super::UrlError),
     #[error("cannot prepare TLS for the database")]
     Tls(#[from] super::TlsError),
-    /// Concurrent writers kept winning the same rows; retried later.
-    #[error("lost the race for the same rows to other writers too often")]
-    Contended,
 }
 
 impl StoreError {
@@ -39,7 +36,7 @@ impl StoreError {
     /// (class 54). Contract section 5.
     pub fn is_transient(&self) -> bool {
         match self {
-            StoreError::Pool(_) | StoreError::Contended => true,
+            StoreError::Pool(_) => true,
             StoreError::Build(_)
             | StoreError::Migration(_)
             | StoreError::Url(_)
@@ -92,10 +89,10 @@ mod tests {
 
     #[test]
     fn the_readiness_reason_is_one_line_naming_the_database_and_the_retry() {
-        let reason = StoreError::Contended.readiness_reason();
+        let e = StoreError::Pool(deadpool_postgres::PoolError::Closed);
         assert_eq!(
-            reason,
-            "database: lost the race for the same rows to other writers too often; retrying"
+            e.readiness_reason(),
+            "database: no database connection available: Pool has been closed; retrying"
         );
     }
 

@@ -1,45 +1,167 @@
-//! Carrying out the fates of a batch: dead-letter copies and replies are
-//! published and confirmed first, then the batch is acknowledged at once.
+//! The deliver stage: the replies and dead letters of decided batches
+//! published with confirms, then one ack. The batches that queued up
+//! while the previous delivery waited for its confirms are delivered
+//! together, with one confirm wait and one ack, so that the confirm round
+//! trip does not cap throughput when batches are small.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use lapin::{
-    BasicProperties,
-    message::Delivery,
-    options::{BasicAckOptions, BasicNackOptions, BasicRejectOptions},
-};
-
-use lapin::types::FieldTable;
-use tracing::Span;
+use lapin::{BasicProperties, Channel, message::Delivery, types::FieldTable};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tracing::{Instrument, Span};
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
-use super::fate::{Fate, Reply};
-use crate::broker::{BrokerError, Outgoing, Publisher, headers, reply_properties, trace_context};
+use super::decide::Decided;
+use super::disposition::OnBroker;
+use super::message::{Answered, Fate, Reply};
+use super::{Backoff, Totals, Worker};
+use crate::broker::{
+    self, Broker, BrokerError, Outgoing, Publisher, headers, reply_properties, trace_context,
+};
 use crate::config::Topology;
+use crate::telemetry::{error_chain, timed};
 
-/// Longest wait for the broker to take an ack or nack.
-const ACK_TIMEOUT: Duration = Duration::from_secs(10);
+/// Pauses before requeueing a batch whose messages the broker refused:
+/// refusals (a full queue, a lost quorum, a missing dead-letter queue)
+/// take a while to clear, and each requeue is a redelivery.
+const REFUSED_RETRY_MIN: Duration = Duration::from_millis(500);
+const REFUSED_RETRY_MAX: Duration = Duration::from_secs(30);
+/// Longest wait for the broker to close the consuming channel.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Publishes what `fates` call for, waits for every confirm, then acks the
-/// whole batch with one `multiple` ack.
+/// The deliver stage.
+pub(super) struct Deliverer<'a> {
+    publisher: Publisher,
+    /// The channel the batches were consumed on, closed when the session
+    /// must end.
+    consume: &'a Channel,
+    topology: &'a Topology,
+    totals: &'a Totals,
+    shutdown: &'a CancellationToken,
+    /// Grows with each refusal in a row.
+    refused: Backoff,
+}
+
+impl<'a> Deliverer<'a> {
+    pub(super) fn new(
+        worker: &'a Worker,
+        broker: &'a Broker,
+        shutdown: &'a CancellationToken,
+    ) -> Self {
+        Self {
+            publisher: Publisher::new(broker.publish.clone())
+                .waiting_out_alarms(broker.blocked.clone()),
+            consume: &broker.consume,
+            topology: &worker.settings.topology,
+            totals: &worker.totals,
+            shutdown,
+            refused: Backoff::new(REFUSED_RETRY_MIN, REFUSED_RETRY_MAX),
+        }
+    }
+
+    /// Runs the stage until the decider closes `decided`.
+    pub(super) async fn run(mut self, mut decided: mpsc::Receiver<Decided>) {
+        while let Some(first) = decided.recv().await {
+            let mut ready = vec![first];
+            while let Ok(next) = decided.try_recv() {
+                ready.push(next);
+            }
+            if let Err(OnBroker::EndSession) = self.deliver(ready).await {
+                // Deliveries left unacked on a live channel would hold
+                // their prefetch slots forever: close the channel so the
+                // broker requeues them, and the session restarts.
+                let close = self
+                    .consume
+                    .close(320, "delivery failed; reconnecting".into());
+                let _ = tokio::time::timeout(CLOSE_TIMEOUT, close).await;
+            }
+        }
+    }
+
+    /// Publishes the replies and dead letters of one or more decided
+    /// batches (in delivery order), waits for every confirm, then acks them
+    /// all with one ack, carrying out rungs 5 and 6 of the failure ladder
+    /// ([`disposition`](super::disposition)) in one match. `Err` when the
+    /// session must end for the broker to redeliver: their rows are
+    /// committed, so the redeliveries get the stored replies.
+    async fn deliver(&mut self, decided: Vec<Decided>) -> Result<(), OnBroker> {
+        let mut messages = Vec::new();
+        let mut timings = Vec::with_capacity(decided.len());
+        let mut span = Span::none();
+        for d in decided {
+            messages.extend(d.messages);
+            timings.push(d.started);
+            span = d.span;
+        }
+        let delivered = timed(
+            "deliver",
+            publish_and_ack(&self.publisher, self.topology, &messages),
+        );
+        let result = match delivered
+            .instrument(span)
+            .await
+            .map_err(|e| (OnBroker::of(&e), e))
+        {
+            Ok(()) => {
+                self.refused.reset();
+                let dead = messages
+                    .iter()
+                    .filter(|m| matches!(m.fate, Fate::DeadLetter { .. }))
+                    .count() as u64;
+                self.totals.add(messages.len() as u64 - dead, dead);
+                Ok(())
+            }
+            // 5. Requeue after a pause, cut short by shutdown.
+            Err((OnBroker::Requeue, e)) => {
+                let pause = self.refused.next_delay();
+                tracing::error!(error = %error_chain(&e), ?pause, "the broker did not take the batch's messages; requeueing it after a pause");
+                tokio::select! {
+                    _ = self.shutdown.cancelled() => {}
+                    _ = tokio::time::sleep(pause) => {}
+                }
+                if let Some(last) = messages.last() {
+                    broker::requeue_through(&last.delivery).await;
+                }
+                Ok(())
+            }
+            // 6. End the session.
+            Err((OnBroker::EndSession, e)) => {
+                tracing::warn!(error = %error_chain(&e), "could not finish the batch; the broker redelivers it");
+                Err(OnBroker::EndSession)
+            }
+        };
+        metrics::gauge!("procinst_in_flight_deliveries").decrement(messages.len() as f64);
+        for started in timings {
+            metrics::histogram!("procinst_batch_seconds").record(started.elapsed().as_secs_f64());
+        }
+        result
+    }
+}
+
+/// Publishes what each message's fate calls for, waits for every confirm,
+/// then acks the whole batch with one `multiple` ack, and records each
+/// message's outcome.
 ///
 /// Batches are carried out one at a time and in delivery order, so the last
-/// delivery's tag covers exactly the batch.
-/// `requests` holds each delivery's span: its trace context goes out on the
-/// reply and the dead-letter copy.
-pub async fn deliver(
+/// delivery's tag covers exactly the batch. Each message's span gives the
+/// trace context of its reply and dead-letter copy.
+async fn publish_and_ack(
     publisher: &Publisher,
     topology: &Topology,
-    batch: &[Delivery],
-    fates: &[Fate],
-    requests: &[Span],
+    messages: &[Answered],
 ) -> Result<(), BrokerError> {
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0);
-    let mut outgoing = Vec::with_capacity(batch.len() + 4);
-    for ((delivery, fate), span) in batch.iter().zip(fates).zip(requests) {
+    let mut outgoing = Vec::with_capacity(messages.len() + 4);
+    for Answered {
+        delivery,
+        span,
+        fate,
+    } in messages
+    {
         let trace = span.context();
         match fate {
             Fate::Reply(reply) => {
@@ -74,27 +196,11 @@ pub async fn deliver(
         }
     }
     publisher.publish_all(&outgoing).await?;
-    if let Some(last) = batch.last() {
-        // An ack racing a dying connection may never be answered.
-        let acked = tokio::time::timeout(
-            ACK_TIMEOUT,
-            last.acker.ack(BasicAckOptions { multiple: true }),
-        )
-        .await
-        .map_err(|_| BrokerError::Timeout {
-            what: "acknowledging a batch",
-            after: ACK_TIMEOUT,
-        })??;
-        // lapin answers `false` for an acker whose channel is gone: the
-        // broker redelivers the batch, so it is not answered yet.
-        if !acked {
-            return Err(BrokerError::ChannelClosed {
-                what: "acknowledging a batch",
-            });
-        }
+    if let Some(last) = messages.last() {
+        broker::ack_through(&last.delivery).await?;
     }
-    for (fate, span) in fates.iter().zip(requests) {
-        fate.record(span);
+    for message in messages {
+        message.fate.record(&message.span);
     }
     Ok(())
 }
@@ -141,50 +247,6 @@ fn dead_letter_properties(original: &BasicProperties) -> BasicProperties {
     copy
 }
 
-/// Hands a batch back to the broker for redelivery (counts toward the
-/// delivery limit), after its replies could not be published
-/// ([`Disposition::Requeue`](super::disposition::Disposition::Requeue)).
-pub async fn requeue(batch: &[Delivery]) {
-    if let Some(last) = batch.last() {
-        let options = BasicNackOptions {
-            multiple: true,
-            requeue: true,
-        };
-        match tokio::time::timeout(ACK_TIMEOUT, last.acker.nack(options)).await {
-            Ok(Ok(_)) => {}
-            Ok(Err(e)) => {
-                tracing::warn!(error = %e, "could not requeue a batch; the broker will on channel close")
-            }
-            Err(_) => {
-                tracing::warn!("no answer to a requeue; the broker will requeue on channel close")
-            }
-        }
-    }
-}
-
-/// Returns a batch that could not be decided to the broker
-/// ([`Disposition::HandBack`](super::disposition::Disposition::HandBack)),
-/// one delivery at a time (a `multiple` reject would also cover earlier
-/// batches still being delivered). basic.reject counts toward the delivery limit on every
-/// RabbitMQ version, so a batch that can never be written ends in the
-/// dead-letter queue instead of going round forever.
-pub async fn hand_back(batch: &[Delivery]) {
-    for delivery in batch {
-        let reject = delivery.acker.reject(BasicRejectOptions { requeue: true });
-        match tokio::time::timeout(ACK_TIMEOUT, reject).await {
-            Ok(Ok(_)) => {}
-            Ok(Err(e)) => {
-                tracing::warn!(error = %e, "could not hand a delivery back; the broker will on channel close");
-                return;
-            }
-            Err(_) => {
-                tracing::warn!("no answer to a reject; the broker will requeue on channel close");
-                return;
-            }
-        }
-    }
-}
-
 /// The reply as published: to the request's `reply_to` (else the reply
 /// queue), correlated to it, in the request's trace.
 fn reply_message<'a>(
@@ -221,90 +283,7 @@ fn reply_message<'a>(
 
 #[cfg(test)]
 mod tests {
-    use futures::StreamExt;
-    use lapin::{
-        Connection, ConnectionProperties,
-        options::{BasicConsumeOptions, ConfirmSelectOptions, QueueDeclareOptions},
-        types::FieldTable,
-    };
-
     use super::*;
-    use crate::worker::fate::Outcome;
-
-    /// Needs the RabbitMQ of the integration tests.
-    #[tokio::test]
-    async fn an_ack_on_a_closed_channel_is_an_error_not_an_answer() {
-        let url = std::env::var("PROCINST_TEST_AMQP_URL")
-            .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".to_owned());
-        let connection = Connection::connect(&url, ConnectionProperties::default())
-            .await
-            .expect("RabbitMQ");
-        let publish = connection.create_channel().await.expect("channel");
-        publish
-            .confirm_select(ConfirmSelectOptions::default())
-            .await
-            .expect("confirms");
-        let queue = publish
-            .queue_declare(
-                "".into(),
-                QueueDeclareOptions::exclusive(),
-                FieldTable::default(),
-            )
-            .await
-            .expect("queue");
-        let queue = queue.name().as_str().to_owned();
-        publish
-            .basic_publish(
-                "".into(),
-                queue.as_str().into(),
-                Default::default(),
-                b"{}",
-                BasicProperties::default(),
-            )
-            .await
-            .expect("publish")
-            .await
-            .expect("confirm");
-        let consume = connection.create_channel().await.expect("channel");
-        let mut consumer = consume
-            .basic_consume(
-                queue.as_str().into(),
-                "t".into(),
-                BasicConsumeOptions::default(),
-                FieldTable::default(),
-            )
-            .await
-            .expect("consume");
-        let delivery = consumer.next().await.expect("a delivery").expect("ok");
-        consume.close(200, "gone".into()).await.expect("close");
-
-        let topology = Topology {
-            quorum_initial_group_size: None,
-            request_queue: queue.clone(),
-            reply_queue: queue.clone(),
-            dead_letter_queue: "unused".into(),
-            dead_letter_exchange: "unused".into(),
-            delivery_limit: 10,
-        };
-        let fate = Fate::Reply(Reply {
-            request_id: "r".into(),
-            body: b"{}".to_vec(),
-            outcome: Outcome::Stored,
-        });
-        let delivered = deliver(
-            &Publisher::new(publish),
-            &topology,
-            &[delivery],
-            &[fate],
-            &[Span::none()],
-        )
-        .await;
-        assert!(
-            matches!(delivered, Err(BrokerError::ChannelClosed { .. })),
-            "{delivered:?}"
-        );
-        let _ = connection.close(200, "bye".into()).await;
-    }
 
     #[test]
     fn a_dead_letter_copy_keeps_the_properties_but_expiration_and_user_id() {

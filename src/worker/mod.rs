@@ -4,45 +4,35 @@
 //! # Layout
 //!
 //! [`Worker::run`] connects to a node and runs a session on it, again and
-//! again. [`Worker::session`] is four stages, each handling one batch at a
-//! time and in delivery order:
+//! again. [`Worker::session`] is three stages, one file each, joined by
+//! bounded channels and each taking batches in delivery order:
 //!
-//! 1. subscribe ([`collector::subscribe`]): topology, prefetch, consumer.
-//! 2. collect ([`collector::Collector`]): deliveries into batches
-//!    ([`batcher`]); on shutdown, stop consuming and hand on what came.
-//! 3. decide ([`decider::Decider`]): each batch read (on the blocking pool
-//!    when large, beside the runtime's one thread), planned ([`plan`], no
-//!    I/O) and written ([`decide`], [`created`]); several at once, a
-//!    write waiting only for earlier batches that share a key with it
-//!    ([`turnstile`]), the existing-process read skipped while a stream
-//!    creates new processes ([`existing`]).
-//! 4. deliver ([`deliverer::Deliverer`]): replies and dead letters
-//!    published with confirms, then one ack ([`deliver`]).
+//! 1. collect ([`collect`]): subscribe (topology, prefetch, consumer),
+//!    then gather deliveries into batches of [`Message`](message::Message)
+//!    records; on shutdown, stop consuming and hand on what came.
+//! 2. decide ([`decide`]): parse each message, then decide and write the
+//!    batch round by round: the reads, the pure plan, the write, the
+//!    failure ladder ([`disposition`]). Several batches at once, a write
+//!    waiting only for earlier batches that share a key with it (the
+//!    turnstile), the read of existing processes skipped while a stream
+//!    creates new ones (the collision read). Its helpers live in its
+//!    folder.
+//! 3. deliver ([`deliver`]): replies and dead letters published with
+//!    confirms, then one ack.
 //!
-//! The stages are joined by bounded channels: one batch between collector
-//! and decider, a few between decider and deliverer. They overlap (batch
-//! N+1 is decided while batch N is delivered), and a slow stage stops the
-//! consuming: the prefetch bounds what is held in memory.
-//!
-//! A decided message's [`Fate`](fate::Fate) says what is published for it
-//! and its [`Outcome`](fate::Outcome) how it ended; a failure's
-//! [`Disposition`](disposition::Disposition) says what happens to the
-//! batch it struck, decided in one place.
+//! The stages overlap (batch N+1 is decided while batch N is delivered),
+//! and a slow stage stops the consuming: the prefetch bounds what is held
+//! in memory. Each message travels as one record, its delivery, span,
+//! parse and [`Fate`](message::Fate) together, from collection to ack.
+//! `docs/design.md` tells why each part is there.
 
 mod backoff;
-pub(crate) mod batcher;
-mod collector;
-mod created;
-pub mod decide;
-mod decider;
+pub(crate) mod collect;
+mod decide;
 mod deliver;
-mod deliverer;
 pub mod disposition;
-mod existing;
-pub mod fate;
 mod health;
-pub mod plan;
-mod turnstile;
+mod message;
 
 use std::{sync::Arc, time::Duration};
 
@@ -56,9 +46,9 @@ pub use health::{Health, Totals};
 use crate::broker::{self, Broker, BrokerError, Cluster, Rotation};
 use crate::config::Settings;
 use crate::telemetry::error_chain;
-use collector::Collector;
-use decider::Decider;
-use deliverer::Deliverer;
+use collect::Collector;
+use decide::Decider;
+use deliver::Deliverer;
 
 /// Batches the collector may have ready before the decider takes them.
 const COLLECTED_QUEUE: usize = 1;
@@ -168,7 +158,7 @@ impl Worker {
         shutdown: &CancellationToken,
         backoff: &mut Backoff,
     ) -> Result<SessionEnd, BrokerError> {
-        let consumer = collector::subscribe(broker, &self.settings).await?;
+        let consumer = collect::subscribe(broker, &self.settings).await?;
         self.health.set_consuming(true);
         backoff.reset();
         tracing::info!(queue = %self.settings.topology.request_queue, prefetch = self.settings.prefetch, "consuming");

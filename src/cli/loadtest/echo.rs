@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 use crate::broker::{self, Cluster, Outgoing, Publisher, reply_properties};
 use crate::config::Settings;
 use crate::domain::reply;
-use crate::worker::batcher::{Collected, next_batch};
+use crate::worker::collect::{Collected, next_batch};
 
 /// Declares `queue` (durable quorum, like the request queue) and answers
 /// its messages until `stop` is cancelled; then deletes the queue.

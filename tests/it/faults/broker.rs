@@ -4,10 +4,17 @@
 
 use std::time::Duration;
 
+use futures::StreamExt;
+use lapin::{
+    BasicProperties, Connection, ConnectionProperties,
+    options::{BasicConsumeOptions, BasicPublishOptions, QueueDeclareOptions},
+    types::FieldTable,
+};
+use procinst::broker::{BrokerError, ack_through};
 use serde_json::json;
 
 use super::{assert_exactly_once, burst, contend_on};
-use crate::helpers::{Env, metric, request};
+use crate::helpers::{Env, WAIT, amqp_url, metric, request};
 use crate::support::proxy::Proxy;
 
 #[tokio::test]
@@ -201,4 +208,59 @@ async fn an_idle_worker_whose_connection_is_cut_reconnects() {
     let reply = client.replies(&env.reply_queue, 1).await.remove(0);
     assert_eq!(reply.json["code"], json!(0));
     assert!(env.worker(w).log().contains("reconnect"));
+}
+
+/// lapin answers an ack on a closed channel with `false`, not an error;
+/// the worker must take that as "not acknowledged" (the broker redelivers
+/// the batch), never as an answered batch.
+#[tokio::test]
+async fn an_ack_on_a_closed_channel_is_an_error_not_an_answer() {
+    let connection = Connection::connect(&amqp_url(), ConnectionProperties::default())
+        .await
+        .expect("RabbitMQ");
+    let channel = connection.create_channel().await.expect("channel");
+    let queue = channel
+        .queue_declare(
+            "".into(),
+            QueueDeclareOptions::exclusive(),
+            FieldTable::default(),
+        )
+        .await
+        .expect("queue")
+        .name()
+        .as_str()
+        .to_owned();
+    channel
+        .basic_publish(
+            "".into(),
+            queue.as_str().into(),
+            BasicPublishOptions::default(),
+            b"{}",
+            BasicProperties::default(),
+        )
+        .await
+        .expect("publish");
+    let consume = connection.create_channel().await.expect("channel");
+    let mut consumer = consume
+        .basic_consume(
+            queue.as_str().into(),
+            "t".into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .expect("consume");
+    let delivery = tokio::time::timeout(WAIT, consumer.next())
+        .await
+        .expect("a delivery in time")
+        .expect("a delivery")
+        .expect("ok");
+    consume.close(200, "gone".into()).await.expect("close");
+
+    let acked = ack_through(&delivery).await;
+    assert!(
+        matches!(acked, Err(BrokerError::ChannelClosed { .. })),
+        "{acked:?}"
+    );
+    let _ = connection.close(200, "bye".into()).await;
 }

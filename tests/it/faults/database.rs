@@ -8,6 +8,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::{Value, json};
 
+use procinst::store::StoreError;
+use procinst::worker::disposition::OnStore;
+
 use super::{assert_exactly_once, burst, contend_on};
 use crate::helpers::{
     Client, Env, PG_ADMIN_URL, WAIT, connect, eventually_true, http_get, request,
@@ -469,4 +472,45 @@ fn metric(page: &str, name: &str) -> String {
         .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
         .unwrap_or(&format!("{name} 0 (never incremented)"))
         .to_owned()
+}
+
+/// Each SQLSTATE class takes its rung of the failure ladder; a SQLSTATE
+/// only comes from a server, so each one is raised there for real.
+#[tokio::test]
+async fn each_sqlstate_class_has_its_rung_of_the_failure_ladder() {
+    let (client, connection) = tokio_postgres::connect(PG_ADMIN_URL, tokio_postgres::NoTls)
+        .await
+        .expect("PostgreSQL");
+    let connection = tokio::spawn(connection);
+    let expected = [
+        ("25006", OnStore::RetryLater, "read-only after a failover"),
+        ("42501", OnStore::RetryLater, "a missing privilege"),
+        ("42P01", OnStore::RetryLater, "a missing table"),
+        ("57P01", OnStore::RetryLater, "an administrator shutdown"),
+        ("53100", OnStore::RetryLater, "a full disk"),
+        ("40P01", OnStore::RetryLater, "a deadlock"),
+        ("XX000", OnStore::RetryLater, "an internal error"),
+        ("23505", OnStore::DecideAgain, "a lost race"),
+        ("22021", OnStore::Split, "a bad character"),
+        ("22003", OnStore::Split, "a number out of range"),
+        ("23502", OnStore::Split, "a null in a not-null column"),
+        ("23514", OnStore::Split, "a failed check"),
+        ("54000", OnStore::Split, "a program limit"),
+    ];
+    for (sqlstate, rung, what) in expected {
+        let raise =
+            format!("DO $$ BEGIN RAISE EXCEPTION 'test' USING ERRCODE = '{sqlstate}'; END $$");
+        let e = StoreError::from(client.batch_execute(&raise).await.expect_err("raised"));
+        assert_eq!(e.sqlstate(), Some(sqlstate));
+        assert_eq!(OnStore::of(&e), rung, "{sqlstate}: {what}");
+    }
+
+    connection.abort();
+    let _ = connection.await;
+    let closed = client.simple_query("SELECT 1").await.expect_err("closed");
+    assert_eq!(
+        OnStore::of(&StoreError::from(closed)),
+        OnStore::RetryLater,
+        "a lost connection"
+    );
 }

@@ -18,7 +18,9 @@ mod wait;
 mod worker;
 
 pub use client::{Client, connect_any, header_text};
-pub use env::{Env, PG_ADMIN_URL, WAIT, amqp_addr, amqp_url_via, connect, rabbitmqctl, unique};
+pub use env::{
+    Env, PG_ADMIN_URL, WAIT, amqp_addr, amqp_url, amqp_url_via, connect, rabbitmqctl, unique,
+};
 pub use fixtures::{request, seed_request};
 pub use wait::eventually_true;
 pub use worker::{Worker, http_get, metric, ready_within};

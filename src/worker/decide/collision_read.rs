@@ -1,6 +1,6 @@
-//! Whether a round reads the existing processes its new ones could collide
-//! with (check 7 against the database), or leaves that to the unique
-//! indexes.
+//! The collision read: whether a round reads the existing processes its
+//! new ones could collide with (check 7 against the database), or skips it
+//! and leaves that to the unique indexes.
 //!
 //! Reading them costs two index probes per new process, about a fifth of
 //! PostgreSQL's work per request, and in a stream of new processes it
@@ -23,19 +23,19 @@ const CLEAN_ROUNDS_TO_SKIP: u32 = 16;
 
 /// The worker's running judgement, shared by the batches decided at once.
 #[derive(Debug, Default)]
-pub struct ExistingCheck {
+pub struct CollisionRead {
     /// Rounds in a row that read and found nothing, capped.
     clean: AtomicU32,
 }
 
-impl ExistingCheck {
+impl CollisionRead {
     /// Whether the next round reads the existing processes.
-    pub fn read(&self) -> bool {
+    pub fn wanted(&self) -> bool {
         self.clean.load(Ordering::Relaxed) < CLEAN_ROUNDS_TO_SKIP
     }
 
     /// A round that read: `found` whether any existing process collided.
-    pub fn read_found(&self, found: bool) {
+    pub fn found(&self, found: bool) {
         if found {
             self.clean.store(0, Ordering::Relaxed);
         } else {
@@ -60,27 +60,27 @@ mod tests {
 
     #[test]
     fn reads_until_enough_clean_rounds_then_skips_until_a_collision() {
-        let check = ExistingCheck::default();
+        let check = CollisionRead::default();
         for _ in 0..CLEAN_ROUNDS_TO_SKIP {
-            assert!(check.read());
-            check.read_found(false);
+            assert!(check.wanted());
+            check.found(false);
         }
-        assert!(!check.read(), "a stream of new processes skips the read");
+        assert!(!check.wanted(), "a stream of new processes skips the read");
         check.skipped_and_collided();
-        assert!(check.read(), "a collision brings the read back");
+        assert!(check.wanted(), "a collision brings the read back");
     }
 
     #[test]
     fn rounds_that_find_existing_processes_keep_reading() {
-        let check = ExistingCheck::default();
+        let check = CollisionRead::default();
         for i in 0..100 {
-            check.read_found(i % 10 == 0);
-            assert!(check.read(), "round {i}");
+            check.found(i % 10 == 0);
+            assert!(check.wanted(), "round {i}");
         }
         for _ in 0..CLEAN_ROUNDS_TO_SKIP - 1 {
-            check.read_found(false);
+            check.found(false);
         }
-        check.read_found(true);
-        assert!(check.read());
+        check.found(true);
+        assert!(check.wanted());
     }
 }

@@ -1,0 +1,228 @@
+//! One message on its way from delivery to ack, and what it gets.
+//!
+//! The collector makes a [`Message`] of each delivery; the decide stage
+//! [parses](Message::parse) its body and gives it a [`Fate`]; the deliver
+//! stage publishes what the fate calls for and acks. The delivery, its
+//! span, what parsing made of it and its fate travel in one record, so a
+//! fate cannot be separated from the delivery it answers.
+//!
+//! A fate says what is published for the message before the ack, its
+//! [`Outcome`] how its request ended, for the one counter and the one log
+//! line it is recorded with. Failures are not fates: what a failure does
+//! to a batch is its [`Disposition`](super::disposition).
+
+use std::time::Duration;
+
+use lapin::message::Delivery;
+use opentelemetry::trace::TraceContextExt;
+use tracing::Span;
+use tracing_opentelemetry::OpenTelemetrySpanExt;
+
+use crate::broker::trace_context;
+use crate::domain::{self, Code, Decoded, Rejection, Request, Unreadable, reply};
+use crate::telemetry::timed_sync;
+
+/// One delivery on its way to its ack.
+pub struct Message {
+    pub delivery: Delivery,
+    /// The request's span, in the trace its publisher started.
+    pub span: Span,
+    /// What parsing made of the body: `None` until parsed, and for a body
+    /// that cannot be read (its fate is then a dead letter).
+    pub parsed: Option<Parsed>,
+    /// What the message gets; set by parsing (unreadable) or by the
+    /// decision. A batch is delivered only once every message has one.
+    pub fate: Option<Fate>,
+}
+
+/// A decided message: its delivery, its span and its fate, for the deliver
+/// stage.
+pub struct Answered {
+    pub delivery: Delivery,
+    pub span: Span,
+    pub fate: Fate,
+}
+
+/// A readable message: the request as decoded (check 1) and as checked on
+/// its own (checks 3, 4, 6 and 7a).
+pub struct Parsed {
+    pub decoded: Decoded,
+    pub checked: Result<Request, Rejection>,
+}
+
+/// Settings that parsing and deciding depend on.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub max_body_bytes: usize,
+    pub retention: Duration,
+}
+
+impl Message {
+    /// A delivery as received, in a span of its own: a child of the
+    /// publisher's span when the message carries `traceparent`, else the
+    /// root of a new trace. The span's `trace_id` is a field, so that every
+    /// log line inside it names the trace; `request_id` is recorded once
+    /// the body is parsed.
+    pub fn received(delivery: Delivery) -> Self {
+        let span = tracing::info_span!(
+            parent: None,
+            "request",
+            request_id = tracing::field::Empty,
+            trace_id = tracing::field::Empty,
+        );
+        let parent = trace_context::extract(delivery.properties.headers().as_ref());
+        // Fails only when spans are off (no subscriber); there is no trace then.
+        let _ = span.set_parent(parent);
+        let trace_id = span.context().span().span_context().trace_id();
+        span.record("trace_id", tracing::field::display(trace_id));
+        Self {
+            delivery,
+            span,
+            parsed: None,
+            fate: None,
+        }
+    }
+
+    /// Parses the body: decodes it (size, JSON, object, `request_id`) and
+    /// checks a readable request on its own. An unreadable body gets its
+    /// dead-letter fate at once. Pure and deterministic, and done once: a
+    /// batch retried is not parsed again.
+    pub fn parse(&mut self, limits: Limits) {
+        let message_id = self
+            .delivery
+            .properties
+            .message_id()
+            .as_ref()
+            .map(|m| m.as_str());
+        match domain::decode(&self.delivery.data, message_id, limits.max_body_bytes) {
+            Ok(decoded) => {
+                let checked = decoded.validate();
+                self.parsed = Some(Parsed { decoded, checked });
+            }
+            Err(why) => self.fate = Some(dead_letter(&why)),
+        }
+    }
+
+    /// The message with its fate; `None` while it has none.
+    pub fn answered(self) -> Option<Answered> {
+        Some(Answered {
+            fate: self.fate?,
+            delivery: self.delivery,
+            span: self.span,
+        })
+    }
+
+    /// The parsed request still waiting for its fate, if any.
+    pub fn undecided(&self) -> Option<&Parsed> {
+        self.parsed.as_ref().filter(|_| self.fate.is_none())
+    }
+}
+
+/// Parses every message of a batch (see [`Message::parse`]).
+pub fn parse_all(messages: &mut [Message], limits: Limits) {
+    timed_sync("parse", || {
+        for message in messages {
+            message.parse(limits);
+        }
+    });
+}
+
+/// The fate of a body that cannot be read: a dead letter, with a reply
+/// when its `request_id` could be read.
+fn dead_letter(unreadable: &Unreadable) -> Fate {
+    let code = unreadable.code();
+    let detail = unreadable.message();
+    let reply = unreadable.request_id.as_ref().map(|id| Reply {
+        request_id: id.clone(),
+        body: reply::failure(id, &Rejection::new(code, detail.clone())),
+        outcome: Outcome::Rejected(code),
+    });
+    Fate::DeadLetter {
+        reason: unreadable.reason_label(),
+        detail,
+        reply,
+    }
+}
+
+/// What happens to one decided message before the batch is acknowledged.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Fate {
+    /// Publish the reply, then acknowledge.
+    Reply(Reply),
+    /// Copy the message to the dead-letter queue, reply if a request_id is
+    /// known, then acknowledge. The request counts as dead-lettered,
+    /// whatever its reply's outcome.
+    DeadLetter {
+        reason: &'static str,
+        detail: String,
+        reply: Option<Reply>,
+    },
+}
+
+/// A reply to publish, with how its request ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reply {
+    pub request_id: String,
+    pub body: Vec<u8>,
+    pub outcome: Outcome,
+}
+
+/// How a replied request ended: the `outcome` and `code` labels of
+/// `procinst_requests_total` and of its log line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Its processes were created by this delivery.
+    Created { processes: usize },
+    /// It was answered before; the stored reply is sent again.
+    Stored,
+    /// A final error reply; nothing was written.
+    Rejected(Code),
+}
+
+impl Fate {
+    /// The request's one counter increment and one log line, logged in the
+    /// request's span (with its trace id), once its batch is acknowledged.
+    pub fn record(&self, span: &Span) {
+        let _in_request = span.enter();
+        match self {
+            Fate::Reply(Reply {
+                outcome,
+                request_id,
+                ..
+            }) => {
+                let (label, code) = match outcome {
+                    Outcome::Created { processes } => {
+                        metrics::counter!("procinst_processes_created_total")
+                            .increment(*processes as u64);
+                        ("created", Code::Success)
+                    }
+                    Outcome::Stored => {
+                        metrics::counter!("procinst_stored_replies_total").increment(1);
+                        ("stored", Code::Success)
+                    }
+                    Outcome::Rejected(code) => ("rejected", *code),
+                };
+                span.record("request_id", request_id.as_str());
+                tracing::debug!(%request_id, outcome = label, code = code.as_u32(), "answered");
+                // Static labels: no allocation per request.
+                metrics::counter!("procinst_requests_total", "outcome" => label, "code" => code.digits())
+                    .increment(1);
+            }
+            Fate::DeadLetter {
+                reason,
+                detail,
+                reply,
+            } => {
+                let request_id = reply
+                    .as_ref()
+                    .map(|r| r.request_id.as_str())
+                    .unwrap_or("unknown");
+                span.record("request_id", request_id);
+                tracing::warn!(%request_id, reason, %detail, "dead-lettered");
+                metrics::counter!("procinst_dead_letters_total", "reason" => *reason).increment(1);
+                metrics::counter!("procinst_requests_total", "outcome" => "dead_lettered", "code" => "none")
+                    .increment(1);
+            }
+        }
+    }
+}
