@@ -21,12 +21,12 @@ pub struct NewRequest<'a> {
     /// A row past retention holds the request_id: delete it first.
     pub replaces_expired: bool,
     pub meaning: &'a [u8],
-    pub reply: &'a [u8],
+    pub reply: Vec<u8>,
     pub service_instance: &'a ServiceInstance,
     pub operator: &'a str,
     pub processes: Vec<NewProcess<'a>>,
     /// The audit detail as JSON text, serialised by the caller.
-    pub audit_detail: &'a str,
+    pub audit_detail: String,
 }
 
 /// The batch's processes as a binary COPY stream, in the column order of
@@ -89,7 +89,7 @@ impl<'a> From<&'a [NewRequest<'a>]> for RowColumns<'a> {
             let si = r.service_instance;
             c.request_ids.push(r.request_id);
             c.meanings.push(r.meaning);
-            c.replies.push(r.reply);
+            c.replies.push(&r.reply);
             for p in &r.processes {
                 c.process_ids.push(p.id);
                 c.process_instances.push(si.id);
@@ -101,7 +101,7 @@ impl<'a> From<&'a [NewRequest<'a>]> for RowColumns<'a> {
             c.businesses.push(si.bk_biz_id);
             c.suppliers.push(&si.bk_supplier_account);
             c.operators.push(r.operator);
-            c.details.push(r.audit_detail);
+            c.details.push(&r.audit_detail);
         }
         c
     }

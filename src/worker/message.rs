@@ -20,7 +20,6 @@ use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use crate::broker::trace_context;
 use crate::domain::{self, Code, Decoded, Rejection, Request, Unreadable, reply};
-use crate::telemetry::timed_sync;
 
 /// One delivery on its way to its ack.
 pub struct Message {
@@ -111,20 +110,6 @@ impl Message {
             span: self.span,
         })
     }
-
-    /// The parsed request still waiting for its fate, if any.
-    pub fn undecided(&self) -> Option<&Parsed> {
-        self.parsed.as_ref().filter(|_| self.fate.is_none())
-    }
-}
-
-/// Parses every message of a batch (see [`Message::parse`]).
-pub fn parse_all(messages: &mut [Message], limits: Limits) {
-    timed_sync("parse", || {
-        for message in messages {
-            message.parse(limits);
-        }
-    });
 }
 
 /// The fate of a body that cannot be read: a dead letter, with a reply

@@ -32,12 +32,12 @@ mod turnstile;
 
 use super::collect::Batch;
 use super::disposition::{OnStore, RACE_ATTEMPTS, STORE_REJECTED};
-use super::message::{Answered, Fate, Limits, Message, Parsed, parse_all};
+use super::message::{Answered, Fate, Limits, Message, Parsed};
 use super::{Backoff, Health, Worker};
 use crate::store::{self, StoreError};
-use crate::telemetry::{error_chain, timed};
+use crate::telemetry::{error_chain, timed, timed_sync};
 use collision_read::CollisionRead;
-use plan::{Query, process_keys};
+use plan::Query;
 use turnstile::{Keys, Turn, Turnstile};
 
 const DB_RETRY_MIN: Duration = Duration::from_millis(100);
@@ -193,7 +193,7 @@ impl<'a> Decider<'a> {
     /// ([`disposition`](super::disposition)) in one match. Rounds that
     /// committed keep their fates whatever happens to later ones.
     async fn decide(&self, messages: &mut [Message], turn: &Turn) -> Result<(), GivenUp> {
-        turn.claim(keys(messages));
+        turn.claim(Keys::of(messages.iter().filter_map(|m| m.parsed.as_ref())));
         let mut rounds = rounds(messages);
         let mut retry = Backoff::new(DB_RETRY_MIN, DB_RETRY_MAX);
         while let Some(mut round) = rounds.pop_front() {
@@ -280,6 +280,8 @@ impl<'a> Decider<'a> {
     /// (one round trip), the plan, the turn, the write and commit (one
     /// more round trip), on one pooled connection ([`store::Round`]). The
     /// fates are those of the round's members, by position in the batch.
+    /// Each attempt reads afresh: a round decided again sees what the
+    /// writer that beat it committed.
     async fn attempt(
         &self,
         messages: &[Message],
@@ -292,14 +294,19 @@ impl<'a> Decider<'a> {
             .filter_map(|&at| Some((at, messages[at].parsed.as_ref()?)))
             .collect();
         let query = Query::of(&round);
-        let wanted = query.wanted(self.limits.retention, read_collisions);
+        let wanted = store::Wanted {
+            request_ids: &query.request_ids,
+            retention: self.limits.retention,
+            service_instance_ids: &query.service_instance_ids,
+            colliding_with: if read_collisions { &query.keys } else { &[] },
+            new_processes: query.keys.len(),
+        };
         let client = self.pool.get().await?;
         let (write, lookup) = timed("lookup", store::Round::begin(client, &wanted)).await?;
         if read_collisions {
             self.collision_read.found(!lookup.existing.is_empty());
         }
         let planned = plan::plan(&round, &lookup);
-        let rows = plan::rows(&planned);
         // Earlier batches that share a key with this one commit first.
         // Meanwhile this round holds its pooled connection and, when it
         // creates processes, an open transaction whose COPY has started
@@ -310,11 +317,8 @@ impl<'a> Decider<'a> {
         // a turn waits only for earlier turns, which never wait for it. The
         // pool holds twice as many connections as batches decided at once.
         timed("turn", turn.wait()).await;
-        timed("write", write.commit(&rows, self.limits.retention)).await?;
-        Ok(planned
-            .into_iter()
-            .map(|(at, verdict)| (at, verdict.into_fate()))
-            .collect())
+        timed("write", write.commit(&planned.rows, self.limits.retention)).await?;
+        Ok(planned.fates)
     }
 }
 
@@ -325,7 +329,7 @@ fn rounds(messages: &[Message]) -> VecDeque<Round> {
     let mut seen: HashMap<&str, usize> = HashMap::new();
     let mut rounds: Vec<Vec<usize>> = Vec::new();
     for (at, message) in messages.iter().enumerate() {
-        let Some(parsed) = message.undecided() else {
+        let Some(parsed) = &message.parsed else {
             continue;
         };
         let nth = seen.entry(parsed.decoded.request_id.as_str()).or_default();
@@ -338,25 +342,19 @@ fn rounds(messages: &[Message]) -> VecDeque<Round> {
     rounds.into_iter().map(Round::new).collect()
 }
 
-/// What the batch's answers depend on besides read-only service instances:
-/// every request's stored reply, and the uniqueness keys of the processes it
-/// may create.
-fn keys(messages: &[Message]) -> Keys {
-    let mut keys = Keys::default();
-    for parsed in messages.iter().filter_map(Message::undecided) {
-        keys.request_id(&parsed.decoded.request_id);
-        for key in process_keys(parsed.checked.iter()) {
-            keys.process(&key);
-        }
-    }
-    keys
-}
-
-/// Parses a batch ([`parse_all`]): on the blocking pool when it is large
-/// enough to be worth the hand-off, else in place.
+/// Parses every message of a batch ([`Message::parse`]): on the blocking
+/// pool when the batch is large enough to be worth the hand-off, else in
+/// place.
 async fn parse_batch(messages: Vec<Message>, limits: Limits) -> Vec<Message> {
     let apart = messages.len() >= PARSE_APART_FROM;
-    beside(messages, apart, move |messages| parse_all(messages, limits)).await
+    beside(messages, apart, move |messages| {
+        timed_sync("parse", || {
+            for message in messages {
+                message.parse(limits);
+            }
+        })
+    })
+    .await
 }
 
 /// `work` on `owned`, which travels there and back: on the blocking pool

@@ -1,7 +1,6 @@
 //! Deciding a round of requests from what the database said, without I/O:
-//! what the round asks the database for ([`Query`]), each request's
-//! [`Verdict`] with the ids and reply of what it creates, the rows to
-//! write, and the fates once they are committed.
+//! what the round asks the database for ([`Query`]), then each request's
+//! fate and the rows of what it creates ([`plan`]).
 //!
 //! The check order of contract section 4 lives here: (2) stored reply, then
 //! the request's own checks (3, 4), then the service instance (5), then the
@@ -13,14 +12,19 @@ use std::collections::HashMap;
 use serde::Serialize;
 
 use crate::domain::{self, Rejection, Request, Taken, reply};
-use crate::store::{Lookup, NewProcess, NewRequest, ProcessKey, ServiceInstance, Wanted};
+use crate::store::{Lookup, NewProcess, NewRequest, ProcessKey, ServiceInstance};
 use crate::worker::message::{Fate, Outcome, Parsed, Reply};
 
 /// What a round asks the database for, the same at every attempt.
 pub struct Query<'a> {
-    request_ids: Vec<&'a str>,
-    service_instance_ids: Vec<i64>,
-    keys: Vec<ProcessKey<'a>>,
+    pub request_ids: Vec<&'a str>,
+    /// Every request past checks (3) and (4) needs its service instance
+    /// checked (5), even when one of its processes is invalid (6).
+    pub service_instance_ids: Vec<i64>,
+    /// The keys of every process the round may create; the existing
+    /// processes that collide with them are read unless the collision read
+    /// is skipped.
+    pub keys: Vec<ProcessKey<'a>>,
 }
 
 impl<'a> Query<'a> {
@@ -31,8 +35,6 @@ impl<'a> Query<'a> {
             .filter(|id| !id.contains('\0'))
             .collect();
         let checked = || round.iter().filter_map(|(_, p)| p.checked.as_ref().ok());
-        // Every request past checks (3) and (4) needs its service instance
-        // checked (5), even when one of its processes is invalid (6).
         let mut service_instance_ids: Vec<i64> = checked().map(|r| r.service_instance_id).collect();
         service_instance_ids.sort_unstable();
         service_instance_ids.dedup();
@@ -40,18 +42,6 @@ impl<'a> Query<'a> {
             request_ids,
             service_instance_ids,
             keys: process_keys(checked()).collect(),
-        }
-    }
-
-    /// The reads; the existing processes that could collide only when
-    /// `read_collisions` (see [`CollisionRead`](super::collision_read::CollisionRead)).
-    pub fn wanted(&self, retention: std::time::Duration, read_collisions: bool) -> Wanted<'_> {
-        Wanted {
-            request_ids: &self.request_ids,
-            retention,
-            service_instance_ids: &self.service_instance_ids,
-            colliding_with: if read_collisions { &self.keys } else { &[] },
-            new_processes: self.keys.len(),
         }
     }
 }
@@ -71,33 +61,17 @@ pub fn process_keys<'r>(
     })
 }
 
-/// What the plan decides for one request.
-#[derive(Debug)]
-pub enum Verdict<'a> {
-    /// Answer without writing: a stored reply re-sent byte for byte
-    /// ([`Outcome::Stored`]) or a final error reply ([`Outcome::Rejected`]).
-    Reply(Reply),
-    /// Rows to write, with their ids and the reply that commits with them.
-    Create(Creation<'a>),
+/// A round as planned: every request's fate, by its tag, as it will be
+/// once `rows` are committed (nothing of it is published otherwise), and
+/// the rows of the requests that create processes.
+pub struct Planned<'a, K> {
+    pub fates: Vec<(K, Fate)>,
+    pub rows: Vec<NewRequest<'a>>,
 }
 
-/// A request that creates processes: its ids, its reply and its audit
-/// detail, ready to be written.
-#[derive(Debug)]
-pub struct Creation<'a> {
-    request: &'a Request,
-    processes: &'a [domain::Process],
-    meaning: &'a [u8],
-    replaces_expired: bool,
-    service_instance: &'a ServiceInstance,
-    ids: Vec<i64>,
-    reply: Vec<u8>,
-    audit: String,
-}
-
-/// Decides every request of a round, in order, each with the tag it came
-/// with; what is created takes its ids from `lookup.ids` in that order.
-pub fn plan<'a, K: Copy>(round: &[(K, &'a Parsed)], lookup: &'a Lookup) -> Vec<(K, Verdict<'a>)> {
+/// Decides every request of a round, in order; what is created takes its
+/// ids from `lookup.ids` in that order.
+pub fn plan<'a, K: Copy>(round: &[(K, &'a Parsed)], lookup: &'a Lookup) -> Planned<'a, K> {
     let mut taken: HashMap<i64, Taken<'a>> = HashMap::new();
     for row in &lookup.existing {
         taken
@@ -106,57 +80,103 @@ pub fn plan<'a, K: Copy>(round: &[(K, &'a Parsed)], lookup: &'a Lookup) -> Vec<(
             .insert_existing(&row.name, &row.func_name, &row.start_param_regex);
     }
     let mut ids = lookup.ids.iter().copied();
-    round
-        .iter()
-        .map(|&(tag, parsed)| (tag, decide_one(parsed, lookup, &mut taken, &mut ids)))
-        .collect()
+    let mut planned = Planned {
+        fates: Vec::with_capacity(round.len()),
+        rows: Vec::new(),
+    };
+    for &(tag, parsed) in round {
+        let fate = match decide_one(parsed, lookup, &mut taken) {
+            Ok((request, service_instance, processes)) => {
+                let row = creation(
+                    parsed,
+                    request,
+                    service_instance,
+                    processes,
+                    lookup,
+                    &mut ids,
+                );
+                let fate = Fate::Reply(Reply {
+                    request_id: request.request_id.clone(),
+                    body: row.reply.clone(),
+                    outcome: Outcome::Created {
+                        processes: row.processes.len(),
+                    },
+                });
+                planned.rows.push(row);
+                fate
+            }
+            Err(reply) => Fate::Reply(reply),
+        };
+        planned.fates.push((tag, fate));
+    }
+    planned
 }
 
+/// A request that passed every check, with what it creates.
+type Accepted<'a> = (&'a Request, &'a ServiceInstance, &'a [domain::Process]);
+
+/// The checks of one request in the contract's order: its stored reply
+/// (2), its own checks (3, 4), its service instance (5), its processes (6)
+/// and their uniqueness (7). `Err` is the reply it gets without writing:
+/// a stored reply re-sent byte for byte, or a final error.
 fn decide_one<'a>(
     parsed: &'a Parsed,
     lookup: &'a Lookup,
     taken: &mut HashMap<i64, Taken<'a>>,
-    ids: &mut impl Iterator<Item = i64>,
-) -> Verdict<'a> {
+) -> Result<Accepted<'a>, Reply> {
     let request_id = parsed.decoded.request_id.as_str();
     if let Some(stored) = lookup.stored.get(request_id) {
-        return if stored.meaning == parsed.decoded.meaning {
-            Verdict::Reply(Reply {
+        return Err(if stored.meaning == parsed.decoded.meaning {
+            Reply {
                 request_id: request_id.to_owned(),
                 body: stored.reply.clone(),
                 outcome: Outcome::Stored,
-            })
+            }
         } else {
             reject(request_id, domain::request_id_reused(request_id))
-        };
+        });
     }
-    let request = match &parsed.checked {
-        Ok(request) => request,
-        Err(rejection) => return reject(request_id, rejection.clone()),
-    };
-    let checked = service_instance_check(request, lookup).and_then(|si| {
-        let processes = request.processes.as_ref().map_err(Clone::clone)?;
-        taken
-            .entry(request.service_instance_id)
-            .or_default()
-            .claim(processes)?;
-        Ok((si, processes))
-    });
-    let (service_instance, processes) = match checked {
-        Ok(found) => found,
-        Err(rejection) => return reject(request_id, rejection),
-    };
+    let accepted = parsed
+        .checked
+        .as_ref()
+        .map_err(Clone::clone)
+        .and_then(|request| {
+            let service_instance = service_instance_check(request, lookup)?;
+            let processes = request.processes.as_ref().map_err(Clone::clone)?;
+            taken
+                .entry(request.service_instance_id)
+                .or_default()
+                .claim(processes)?;
+            Ok((request, service_instance, processes.as_slice()))
+        });
+    accepted.map_err(|rejection| reject(request_id, rejection))
+}
+
+/// The row of an accepted request: its process ids, taken from `ids`, its
+/// reply and its audit detail.
+fn creation<'a>(
+    parsed: &'a Parsed,
+    request: &'a Request,
+    service_instance: &'a ServiceInstance,
+    processes: &'a [domain::Process],
+    lookup: &Lookup,
+    ids: &mut impl Iterator<Item = i64>,
+) -> NewRequest<'a> {
     let own: Vec<i64> = ids.take(processes.len()).collect();
-    Verdict::Create(Creation {
-        request,
-        processes,
+    NewRequest {
+        request_id: &request.request_id,
+        replaces_expired: lookup.expired.contains(&request.request_id),
         meaning: &parsed.decoded.meaning,
-        replaces_expired: lookup.expired.contains(request_id),
+        reply: reply::success(&request.request_id, &own),
         service_instance,
-        reply: reply::success(request_id, &own),
-        audit: audit_detail(service_instance, processes, &own),
-        ids: own,
-    })
+        operator: &request.bk_username,
+        audit_detail: audit_detail(service_instance, processes, &own),
+        processes: own
+            .iter()
+            .zip(processes)
+            .map(|(&id, process)| NewProcess { id, process })
+            .collect(),
+    }
 }
 
 /// Check (5): the service instance exists for this supplier account, belongs
@@ -186,53 +206,11 @@ fn service_instance_check<'l>(
     Ok(si)
 }
 
-fn reject(request_id: &str, rejection: Rejection) -> Verdict<'static> {
-    Verdict::Reply(Reply {
+fn reject(request_id: &str, rejection: Rejection) -> Reply {
+    Reply {
         request_id: request_id.to_owned(),
         body: reply::failure(request_id, &rejection),
         outcome: Outcome::Rejected(rejection.code),
-    })
-}
-
-/// The rows a round writes: one per request it creates.
-pub fn rows<'v, K>(planned: &'v [(K, Verdict<'_>)]) -> Vec<NewRequest<'v>> {
-    planned
-        .iter()
-        .filter_map(|(_, verdict)| match verdict {
-            Verdict::Create(c) => Some(c),
-            Verdict::Reply(_) => None,
-        })
-        .map(|c| NewRequest {
-            request_id: &c.request.request_id,
-            replaces_expired: c.replaces_expired,
-            meaning: c.meaning,
-            reply: &c.reply,
-            service_instance: c.service_instance,
-            operator: &c.request.bk_username,
-            processes: c
-                .ids
-                .iter()
-                .zip(c.processes)
-                .map(|(&id, process)| NewProcess { id, process })
-                .collect(),
-            audit_detail: &c.audit,
-        })
-        .collect()
-}
-
-impl Verdict<'_> {
-    /// The fate of the request, once the round's rows are committed.
-    pub fn into_fate(self) -> Fate {
-        match self {
-            Verdict::Reply(reply) => Fate::Reply(reply),
-            Verdict::Create(c) => Fate::Reply(Reply {
-                request_id: c.request.request_id.clone(),
-                outcome: Outcome::Created {
-                    processes: c.ids.len(),
-                },
-                body: c.reply,
-            }),
-        }
     }
 }
 
@@ -307,7 +285,7 @@ mod tests {
     }
 
     /// The fates the plan gives `requests`, as if their rows committed.
-    fn verdicts(requests: Vec<Decoded>, lookup: &Lookup) -> Vec<Fate> {
+    fn fates_of(requests: Vec<Decoded>, lookup: &Lookup) -> Vec<Fate> {
         let parsed: Vec<Parsed> = requests
             .into_iter()
             .map(|decoded| Parsed {
@@ -317,10 +295,24 @@ mod tests {
             .collect();
         let round: Vec<(usize, &Parsed)> = parsed.iter().enumerate().collect();
         let planned = plan(&round, lookup);
-        for (k, (tag, _)) in planned.iter().enumerate() {
-            assert_eq!(*tag, k, "each verdict keeps its request's tag");
+        let created = planned
+            .fates
+            .iter()
+            .filter(|(_, f)| {
+                matches!(
+                    f,
+                    Fate::Reply(Reply {
+                        outcome: Outcome::Created { .. },
+                        ..
+                    })
+                )
+            })
+            .count();
+        assert_eq!(planned.rows.len(), created, "a row for each creation");
+        for (k, (tag, _)) in planned.fates.iter().enumerate() {
+            assert_eq!(*tag, k, "each fate keeps its request's tag");
         }
-        planned.into_iter().map(|(_, v)| v.into_fate()).collect()
+        planned.fates.into_iter().map(|(_, f)| f).collect()
     }
 
     fn code(fate: &Fate) -> Option<Code> {
@@ -346,7 +338,7 @@ mod tests {
             },
         );
         assert_eq!(
-            verdicts(vec![same], &lookup),
+            fates_of(vec![same], &lookup),
             vec![Fate::Reply(Reply {
                 request_id: "r".to_owned(),
                 body: b"stored".to_vec(),
@@ -354,7 +346,7 @@ mod tests {
             })]
         );
         assert_eq!(
-            code(&verdicts(vec![other], &lookup)[0]),
+            code(&fates_of(vec![other], &lookup)[0]),
             Some(Code::RequestIdReused)
         );
     }
@@ -366,7 +358,7 @@ mod tests {
         let other_business = decoded("b", 1, 11, &["x"]);
         let from_template = decoded("c", 2, 10, &["x"]);
         let bad_process = decoded("d", 1, 10, &[""]);
-        let got: Vec<_> = verdicts(
+        let got: Vec<_> = fates_of(
             vec![unknown, other_business, from_template, bad_process],
             &lookup,
         )
@@ -400,7 +392,7 @@ mod tests {
             ids: vec![41, 42, 43],
             ..lookup
         };
-        let got = verdicts(vec![first, second, clash], &lookup);
+        let got = fates_of(vec![first, second, clash], &lookup);
         assert!(
             matches!(&got[0], Fate::Reply(Reply { outcome: Outcome::Created { processes: 1 }, body, .. })
                 if body == &reply::success("a", &[41])),

@@ -19,7 +19,9 @@ use std::{
 
 use tokio::sync::watch;
 
+use super::plan::process_keys;
 use crate::store::ProcessKey;
+use crate::worker::message::Parsed;
 
 /// What a batch reads and writes that another batch could too, as hashes:
 /// a hash collision only makes a batch wait when it need not.
@@ -27,6 +29,20 @@ use crate::store::ProcessKey;
 pub struct Keys(HashSet<u64>);
 
 impl Keys {
+    /// What a batch's answers depend on besides read-only service
+    /// instances: every request's stored reply, and the uniqueness keys of
+    /// the processes it may create.
+    pub fn of<'a>(requests: impl IntoIterator<Item = &'a Parsed>) -> Self {
+        let mut keys = Keys::default();
+        for parsed in requests {
+            keys.request_id(&parsed.decoded.request_id);
+            for key in process_keys(parsed.checked.iter()) {
+                keys.process(&key);
+            }
+        }
+        keys
+    }
+
     pub fn request_id(&mut self, request_id: &str) {
         self.add((0u8, request_id));
     }
