@@ -38,7 +38,9 @@ build() {
 
 remove_bench_objects() {
   local q
-  for q in "${PROCINST_REQUEST_QUEUE:-}" "${PROCINST_REPLY_QUEUE:-}" "${PROCINST_DEAD_LETTER_QUEUE:-}"; do
+  local bulk=
+  [ -n "${PROCINST_REQUEST_QUEUE:-}" ] && bulk=${PROCINST_BULK_QUEUE:-$PROCINST_REQUEST_QUEUE.bulk}
+  for q in "${PROCINST_REQUEST_QUEUE:-}" "$bulk" "${PROCINST_REPLY_QUEUE:-}" "${PROCINST_DEAD_LETTER_QUEUE:-}"; do
     [ -n "$q" ] && rabbitmqctl -q delete_queue "$q" >/dev/null 2>&1
   done
   # rabbitmqctl has no delete_exchange; the broker's own function does it.

@@ -25,6 +25,11 @@ pub struct Topology {
         global = true
     )]
     pub request_queue: String,
+    /// Queue of the bulk lane, for backfills and replays; unset, the
+    /// request queue's name with `.bulk` appended, so that a deployment
+    /// that renames its request queue renames its bulk lane with it.
+    #[arg(long, env = "PROCINST_BULK_QUEUE", global = true)]
+    pub bulk_queue: Option<String>,
     /// Default queue for replies when a request has no `reply_to`.
     #[arg(
         long,
@@ -70,6 +75,46 @@ pub struct Topology {
     pub quorum_initial_group_size: Option<u32>,
 }
 
+/// Which of the two request queues a message travels: the interactive lane
+/// for requests someone waits for, the bulk lane for backfills and replays.
+/// A worker serves both, interactive first.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, clap::ValueEnum)]
+pub enum Lane {
+    Interactive,
+    Bulk,
+}
+
+impl Lane {
+    pub const ALL: [Lane; 2] = [Lane::Interactive, Lane::Bulk];
+
+    /// The `lane` label of the metrics and the word in logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Lane::Interactive => "interactive",
+            Lane::Bulk => "bulk",
+        }
+    }
+}
+
+impl fmt::Display for Lane {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl Topology {
+    /// The queue of `lane`.
+    pub fn queue(&self, lane: Lane) -> String {
+        match lane {
+            Lane::Interactive => self.request_queue.clone(),
+            Lane::Bulk => self
+                .bulk_queue
+                .clone()
+                .unwrap_or_else(|| format!("{}.bulk", self.request_queue)),
+        }
+    }
+}
+
 /// Everything the commands need to know about their surroundings.
 #[derive(Args, Clone, Debug)]
 pub struct Settings {
@@ -97,10 +142,11 @@ pub struct Settings {
     pub database_url: SecretUrl,
     #[command(flatten)]
     pub topology: Topology,
-    /// Unacknowledged deliveries the broker may hand this worker: the bound
-    /// on what one worker holds in memory. Eight batches' worth, so that
-    /// while some wait for their replies' confirms the database and the
-    /// batches being read always have work.
+    /// Unacknowledged deliveries the broker may hand this worker on each
+    /// lane: with the body limit, the bound on what one worker holds in
+    /// memory. Eight batches' worth, so that while some wait for their
+    /// replies' confirms the database and the batches being read always
+    /// have work.
     #[arg(long, env = "PROCINST_PREFETCH", default_value_t = 2048, global = true)]
     pub prefetch: u16,
     /// Most requests written in one database transaction.
@@ -121,8 +167,9 @@ pub struct Settings {
     )]
     pub batch_linger_ms: u64,
     /// Database connections kept by the worker; half of them write batches
-    /// at once. The default, 6 (3 batches at once), was best measured on a
-    /// 2-core machine: see docs/performance.md.
+    /// of one lane at once, and the two lanes together one more. The
+    /// default, 6 (3 batches at once), was best measured on a 2-core
+    /// machine: see docs/performance.md.
     #[arg(
         long,
         env = "PROCINST_DB_POOL_SIZE",
@@ -238,18 +285,29 @@ impl Settings {
         Ok(())
     }
 
-    /// Batches written at once, each on its own connection: half the pool,
-    /// so that a connection stays free for readiness probes and pruning.
+    /// Batches of one lane written at once, each on its own connection:
+    /// half the pool. The two lanes together write at most one more (see
+    /// [`Settings::writers`]), so that a connection stays free for
+    /// readiness probes and pruning whenever the pool has three or more.
     pub fn concurrent_batches(&self) -> usize {
         (self.db_pool_size / 2).max(1)
     }
 
+    /// Batches written at once by both lanes together: the bulk lane's
+    /// [`Settings::concurrent_batches`] and one more, so that an
+    /// interactive batch always finds a writer slot that bulk work cannot
+    /// take.
+    pub fn writers(&self) -> usize {
+        self.concurrent_batches() + 1
+    }
+
     /// The most raw body bytes the worker can hold: the broker hands it up
-    /// to the prefetch in unacked messages, each up to the body limit (the
+    /// to the prefetch in unacked messages on each lane, each up to the
+    /// body limit (the
     /// larger ones are held too, until they are dead-lettered). Logged at
     /// start, so that an operator sees what the two settings add up to.
     pub fn held_body_bytes_at_most(&self) -> u64 {
-        u64::from(self.prefetch) * self.max_body_bytes as u64
+        Lane::ALL.len() as u64 * u64::from(self.prefetch) * self.max_body_bytes as u64
     }
 
     pub fn batch_linger(&self) -> Duration {
@@ -381,6 +439,19 @@ mod tests {
         let mut argv = vec!["procinst"];
         argv.extend_from_slice(args);
         Flags::try_parse_from(argv).expect("flags parse").settings
+    }
+
+    #[test]
+    fn the_bulk_lane_follows_the_request_queue_unless_named() {
+        let renamed = settings(&["--request-queue", "team-a.requests"]);
+        assert_eq!(renamed.topology.queue(Lane::Interactive), "team-a.requests");
+        assert_eq!(renamed.topology.queue(Lane::Bulk), "team-a.requests.bulk");
+        let named = settings(&["--bulk-queue", "backfills"]);
+        assert_eq!(named.topology.queue(Lane::Bulk), "backfills");
+        assert_eq!(
+            settings(&[]).topology.queue(Lane::Bulk),
+            "procinst.requests.bulk"
+        );
     }
 
     #[test]

@@ -88,7 +88,7 @@ fn describe_metrics() {
     }
     metrics::describe_counter!(
         "procinst_requests_total",
-        "Requests handled, by outcome and code"
+        "Requests handled, by outcome, code and lane"
     );
     metrics::describe_counter!(
         "procinst_dead_letters_total",
@@ -96,9 +96,11 @@ fn describe_metrics() {
     );
     metrics::describe_gauge!(
         "procinst_in_flight_deliveries",
-        "Deliveries received and not yet acknowledged"
+        "Deliveries received and not yet acknowledged, by lane"
     );
-    metrics::gauge!("procinst_in_flight_deliveries").increment(0.0);
+    for lane in crate::config::Lane::ALL {
+        metrics::gauge!("procinst_in_flight_deliveries", "lane" => lane.as_str()).increment(0.0);
+    }
     metrics::describe_gauge!(
         "procinst_broker_blocked",
         "1 while the broker blocks the worker's publishes (a memory or disk alarm)"

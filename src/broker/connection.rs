@@ -43,6 +43,55 @@ pub struct Broker {
     pub blocked: Blocked,
 }
 
+/// The two channels of one lane of the worker: one to consume and
+/// acknowledge on, one in confirm mode to publish its replies on, so that
+/// one lane's confirms never hold up the other's.
+#[derive(Clone)]
+pub struct LaneChannels {
+    pub consume: Channel,
+    pub publish: Channel,
+}
+
+impl LaneChannels {
+    /// The broker's own two channels, for the first lane.
+    pub fn of(broker: &Broker) -> Self {
+        Self {
+            consume: broker.consume.clone(),
+            publish: broker.publish.clone(),
+        }
+    }
+
+    /// Two more channels on the broker's connection.
+    pub async fn open(broker: &Broker) -> Result<Self, BrokerError> {
+        let (consume, publish) = open_channels(&broker.connection).await?;
+        Ok(Self { consume, publish })
+    }
+
+    /// True while both channels are usable.
+    pub fn is_healthy(&self) -> bool {
+        self.consume.status().connected() && self.publish.status().connected()
+    }
+}
+
+/// A channel to consume on and one in confirm mode to publish on, bounded
+/// by [`CONNECT_TIMEOUT`].
+async fn open_channels(connection: &Connection) -> Result<(Channel, Channel), BrokerError> {
+    let channels = async {
+        let consume = connection.create_channel().await?;
+        let publish = connection.create_channel().await?;
+        publish
+            .confirm_select(ConfirmSelectOptions::default())
+            .await?;
+        Ok::<_, lapin::Error>((consume, publish))
+    };
+    Ok(tokio::time::timeout(CONNECT_TIMEOUT, channels)
+        .await
+        .map_err(|_| BrokerError::Timeout {
+            what: "opening channels",
+            after: CONNECT_TIMEOUT,
+        })??)
+}
+
 /// Connects to one node of the cluster, trying them in a shuffled order,
 /// each under [`CONNECT_TIMEOUT`]; the first that answers wins.
 pub async fn connect(cluster: &Cluster, name: &str) -> Result<Broker, BrokerError> {
@@ -96,20 +145,7 @@ pub async fn connect_node(
             source,
         })?;
     let blocked = Blocked::watch(&connection);
-    let channels = async {
-        let consume = connection.create_channel().await?;
-        let publish = connection.create_channel().await?;
-        publish
-            .confirm_select(ConfirmSelectOptions::default())
-            .await?;
-        Ok::<_, lapin::Error>((consume, publish))
-    };
-    let (consume, publish) = tokio::time::timeout(CONNECT_TIMEOUT, channels)
-        .await
-        .map_err(|_| BrokerError::Timeout {
-            what: "opening channels",
-            after: CONNECT_TIMEOUT,
-        })??;
+    let (consume, publish) = open_channels(&connection).await?;
     tracing::info!(node = %node, "connected to RabbitMQ");
     Ok(Broker {
         connection,

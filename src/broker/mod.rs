@@ -16,7 +16,7 @@ pub mod trace_context;
 
 pub use acks::{ack_through, requeue_through};
 pub use blocked::Blocked;
-pub use connection::{Broker, Cluster, connect, connect_node};
+pub use connection::{Broker, Cluster, LaneChannels, connect, connect_node};
 pub use endpoints::{AddressError, Endpoint, Endpoints, Rotation, redact_list};
 pub use error::BrokerError;
 pub use inbox::{Inbox, InboxReply};

@@ -11,7 +11,7 @@ use lapin::{
 };
 
 use super::BrokerError;
-use crate::config::Topology;
+use crate::config::{Lane, Topology};
 
 /// AMQP reply code of PRECONDITION_FAILED: a queue exists with other
 /// arguments.
@@ -30,7 +30,8 @@ const PRECONDITION_FAILED: u16 = 406;
 pub const DEAD_LETTER_DELIVERY_LIMIT: i64 = i32::MAX as i64;
 
 /// Declares the dead-letter exchange, the dead-letter queue and its binding,
-/// the request queue and the default reply queue.
+/// the request queues of both lanes (alike: quorum, the delivery limit,
+/// dead-lettering) and the default reply queue.
 ///
 /// A queue that exists with other arguments is a configuration error
 /// ([`BrokerError::Topology`], naming the argument): nothing is deleted or
@@ -57,12 +58,9 @@ pub async fn declare(connection: &Connection, topology: &Topology) -> Result<(),
             FieldTable::default(),
         )
         .await?;
-    queue(
-        &channel,
-        &topology.request_queue,
-        request_arguments(topology),
-    )
-    .await?;
+    for lane in Lane::ALL {
+        queue(&channel, &topology.queue(lane), request_arguments(topology)).await?;
+    }
     queue(&channel, &topology.reply_queue, quorum(topology)).await?;
     let _ = channel.close(200, "declared".into()).await;
     Ok(())
@@ -206,6 +204,7 @@ mod tests {
     fn topology(group: Option<u32>) -> Topology {
         Topology {
             request_queue: "r".into(),
+            bulk_queue: None,
             reply_queue: "p".into(),
             dead_letter_queue: "d".into(),
             dead_letter_exchange: "x".into(),

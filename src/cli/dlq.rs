@@ -31,7 +31,7 @@ use lapin::{
 use serde::Serialize;
 
 use crate::broker::{self, headers};
-use crate::config::Settings;
+use crate::config::{Lane, Settings};
 use crate::domain;
 use crate::store::{self, request_log};
 
@@ -48,7 +48,8 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Move dead-lettered messages back to the request queue.
+    /// Move dead-lettered messages back to a request queue (the bulk lane's
+    /// unless --lane says otherwise).
     Replay(ReplayArgs),
 }
 
@@ -63,6 +64,10 @@ pub struct ReplayArgs {
     /// Print what would move, and whether each would create rows or get a stored reply; move nothing.
     #[arg(long)]
     dry_run: bool,
+    /// The lane to replay into: bulk (the default), so that a replay never
+    /// holds up interactive requests; interactive for a few urgent ones.
+    #[arg(long, value_enum, default_value = "bulk")]
+    lane: Lane,
 }
 
 /// What `dlq list` shows of one message; never its body.
@@ -342,7 +347,8 @@ async fn replay(
         }
     }
     give_back(&broker.publish, &settings.topology.dead_letter_queue, left).await;
-    let queue = settings.topology.request_queue.as_str();
+    let queue = settings.topology.queue(args.lane);
+    let queue = queue.as_str();
     let mut moved = 0;
     for (message, entry) in chosen {
         if let Err(e) = copy_to(&broker.publish, queue, message).await {

@@ -18,7 +18,7 @@ use tokio::sync::watch;
 
 use super::input::{Progress, open};
 use crate::broker::{self, Cluster, Inbox, InboxReply};
-use crate::config::Settings;
+use crate::config::{Lane, Settings};
 use crate::domain::MAX_REQUEST_ID_CHARS;
 
 /// Times a line the broker refuses (nack) is published again.
@@ -44,6 +44,11 @@ pub struct PublishArgs {
     /// With --wait: give up after this many seconds without a reply.
     #[arg(long, default_value_t = 120)]
     reply_timeout_s: u64,
+    /// The lane to publish to: bulk for backfills (the default), so that
+    /// requests someone waits for never queue behind them; interactive for
+    /// a handful of urgent lines.
+    #[arg(long, value_enum, default_value = "bulk")]
+    lane: Lane,
 }
 
 /// What happened to the lines of the file.
@@ -120,7 +125,8 @@ async fn publish_lines(
     size: Option<u64>,
     reply_to: Option<String>,
 ) -> anyhow::Result<Tally> {
-    let queue = settings.topology.request_queue.as_str();
+    let queue = settings.topology.queue(args.lane);
+    let queue = queue.as_str();
     let mut tally = Tally::default();
     let mut pending = FuturesUnordered::new();
     let mut progress = Progress::new(size);

@@ -23,43 +23,50 @@ use tokio_util::sync::CancellationToken;
 
 use super::message::Message;
 use super::{Health, SessionEnd, Worker};
-use crate::broker::{self, Broker, BrokerError};
-use crate::config::Settings;
+use crate::broker::{self, Broker, BrokerError, LaneChannels};
+use crate::config::{Lane, Settings};
 
 /// Longest wait for the broker to declare the topology and subscribe.
 const SUBSCRIBE_TIMEOUT: Duration = Duration::from_secs(30);
 /// How often the collector checks that the connection is still usable.
 const HEALTH_CHECK: Duration = Duration::from_secs(1);
 
-/// The consumer tag, so that the drain can cancel what it subscribed.
-fn consumer_tag() -> String {
-    format!("procinst-{}", std::process::id())
+/// The consumer tag of a lane, so that the drain can cancel what it
+/// subscribed.
+fn consumer_tag(lane: Lane) -> String {
+    format!("procinst-{}-{lane}", std::process::id())
 }
 
-/// Declares the topology, sets the prefetch (which bounds what a session
-/// holds in memory) and starts consuming the request queue. Bounded by
-/// [`SUBSCRIBE_TIMEOUT`]: a broker that takes the connection but never
-/// answers counts as a lost session.
+/// Declares the topology (both lanes' queues alike), then, on each lane's
+/// channel, sets the prefetch (which bounds what the lane holds in memory)
+/// and starts consuming the lane's queue. Bounded by [`SUBSCRIBE_TIMEOUT`]:
+/// a broker that takes the connection but never answers counts as a lost
+/// session. The consumers come back in the order of `lanes`.
 pub(super) async fn subscribe(
     broker: &Broker,
+    lanes: &[(Lane, LaneChannels)],
     settings: &Settings,
-) -> Result<Consumer, BrokerError> {
+) -> Result<Vec<Consumer>, BrokerError> {
     let subscribe = async {
         broker::declare(&broker.connection, &settings.topology).await?;
-        broker
-            .consume
-            .basic_qos(settings.prefetch, BasicQosOptions::default())
-            .await?;
-        let consumer = broker
-            .consume
-            .basic_consume(
-                settings.topology.request_queue.as_str().into(),
-                consumer_tag().as_str().into(),
-                BasicConsumeOptions::default(),
-                FieldTable::default(),
-            )
-            .await?;
-        Ok::<_, BrokerError>(consumer)
+        let mut consumers = Vec::with_capacity(lanes.len());
+        for (lane, channels) in lanes {
+            channels
+                .consume
+                .basic_qos(settings.prefetch, BasicQosOptions::default())
+                .await?;
+            let consumer = channels
+                .consume
+                .basic_consume(
+                    settings.topology.queue(*lane).as_str().into(),
+                    consumer_tag(*lane).as_str().into(),
+                    BasicConsumeOptions::default(),
+                    FieldTable::default(),
+                )
+                .await?;
+            consumers.push(consumer);
+        }
+        Ok::<_, BrokerError>(consumers)
     };
     tokio::time::timeout(SUBSCRIBE_TIMEOUT, subscribe)
         .await
@@ -86,10 +93,15 @@ pub(super) struct Batch {
 /// received, so that it is answered.
 pub(super) struct Collector<'a> {
     broker: &'a Broker,
+    lane: Lane,
+    channels: &'a LaneChannels,
     consumer: Consumer,
     settings: &'a Settings,
     health: &'a Health,
     shutdown: &'a CancellationToken,
+    /// Cancelled when either lane of the session is lost, so that the other
+    /// one ends too.
+    over: &'a CancellationToken,
     /// The batch being gathered; kept here so that a shutdown cancelling
     /// the gathering does not drop it.
     held: Vec<Delivery>,
@@ -101,15 +113,21 @@ impl<'a> Collector<'a> {
     pub(super) fn new(
         worker: &'a Worker,
         broker: &'a Broker,
+        lane: Lane,
+        channels: &'a LaneChannels,
         consumer: Consumer,
         shutdown: &'a CancellationToken,
+        over: &'a CancellationToken,
     ) -> Self {
         Self {
             broker,
+            lane,
+            channels,
             consumer,
             settings: &worker.settings,
             health: &worker.health,
             shutdown,
+            over,
             held: Vec::with_capacity(worker.settings.batch_size),
             deciding: Occupancy::default(),
         }
@@ -119,8 +137,9 @@ impl<'a> Collector<'a> {
     /// it has decided what it was handed.
     pub(super) async fn run(mut self, batches: mpsc::Sender<Batch>) -> SessionEnd {
         let end = self.collect(&batches).await;
-        if matches!(end, SessionEnd::Shutdown) {
-            self.drain(&batches).await;
+        match end {
+            SessionEnd::Shutdown => self.drain(&batches).await,
+            SessionEnd::Lost(_) => self.over.cancel(),
         }
         end
     }
@@ -134,7 +153,7 @@ impl<'a> Collector<'a> {
             let collected = tokio::select! {
                 biased;
                 _ = self.shutdown.cancelled() => return SessionEnd::Shutdown,
-                _ = broker_lost(self.broker) => return SessionEnd::Lost(None),
+                _ = lost(self.broker, self.channels, self.over) => return SessionEnd::Lost(None),
                 collected = next_batch(&mut self.consumer, &mut self.held, size, linger, Some(&mut self.deciding)) => collected,
             };
             if let Collected::Ended(cause) = collected {
@@ -152,7 +171,7 @@ impl<'a> Collector<'a> {
             let handed = tokio::select! {
                 biased;
                 _ = self.shutdown.cancelled() => return SessionEnd::Shutdown,
-                _ = broker_lost(self.broker) => return SessionEnd::Lost(None),
+                _ = lost(self.broker, self.channels, self.over) => return SessionEnd::Lost(None),
                 handed = top_up(&mut self.consumer, &mut self.held, size, ready) => handed,
             };
             match handed {
@@ -175,10 +194,10 @@ impl<'a> Collector<'a> {
     async fn drain(&mut self, batches: &mpsc::Sender<Batch>) {
         self.health.set_consuming(false);
         let _ = self
-            .broker
+            .channels
             .consume
             .basic_cancel(
-                consumer_tag().as_str().into(),
+                consumer_tag(self.lane).as_str().into(),
                 BasicCancelOptions::default(),
             )
             .await;
@@ -207,14 +226,18 @@ impl<'a> Collector<'a> {
     }
 }
 
-/// Resolves once the connection or a channel is no longer usable. The
-/// consumer stream normally ends then too; this makes sure the session
-/// ends even when the collector is waiting on something else.
-async fn broker_lost(broker: &Broker) {
+/// Resolves once the connection or a channel of the lane is no longer
+/// usable, or the other lane lost the session. The consumer stream
+/// normally ends then too; this makes sure the session ends even when the
+/// collector is waiting on something else.
+async fn lost(broker: &Broker, channels: &LaneChannels, over: &CancellationToken) {
     let mut check = tokio::time::interval(HEALTH_CHECK);
     loop {
-        check.tick().await;
-        if !broker.is_healthy() {
+        tokio::select! {
+            _ = over.cancelled() => return,
+            _ = check.tick() => {}
+        }
+        if !broker.is_healthy() || !channels.is_healthy() {
             return;
         }
     }

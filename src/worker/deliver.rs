@@ -17,9 +17,10 @@ use super::disposition::OnBroker;
 use super::message::{Answered, Fate, Reply};
 use super::{Backoff, Totals, Worker};
 use crate::broker::{
-    self, Broker, BrokerError, Outgoing, Publisher, headers, reply_properties, trace_context,
+    self, Broker, BrokerError, LaneChannels, Outgoing, Publisher, headers, reply_properties,
+    trace_context,
 };
-use crate::config::Topology;
+use crate::config::{Lane, Topology};
 use crate::telemetry::{error_chain, timed};
 
 /// Pauses before requeueing a batch whose messages the broker refused:
@@ -32,6 +33,7 @@ const CLOSE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The deliver stage.
 pub(super) struct Deliverer<'a> {
+    lane: Lane,
     publisher: Publisher,
     /// The channel the batches were consumed on, closed when the session
     /// must end.
@@ -47,12 +49,15 @@ impl<'a> Deliverer<'a> {
     pub(super) fn new(
         worker: &'a Worker,
         broker: &'a Broker,
+        lane: Lane,
+        channels: &'a LaneChannels,
         shutdown: &'a CancellationToken,
     ) -> Self {
         Self {
-            publisher: Publisher::new(broker.publish.clone())
+            lane,
+            publisher: Publisher::new(channels.publish.clone())
                 .waiting_out_alarms(broker.blocked.clone()),
-            consume: &broker.consume,
+            consume: &channels.consume,
             topology: &worker.settings.topology,
             totals: &worker.totals,
             shutdown,
@@ -96,7 +101,7 @@ impl<'a> Deliverer<'a> {
         }
         let delivered = timed(
             "deliver",
-            publish_and_ack(&self.publisher, self.topology, &messages),
+            publish_and_ack(&self.publisher, self.topology, self.lane, &messages),
         );
         let result = match delivered
             .instrument(span)
@@ -131,9 +136,12 @@ impl<'a> Deliverer<'a> {
                 Err(OnBroker::EndSession)
             }
         };
-        metrics::gauge!("procinst_in_flight_deliveries").decrement(messages.len() as f64);
+        let lane = self.lane.as_str();
+        metrics::gauge!("procinst_in_flight_deliveries", "lane" => lane)
+            .decrement(messages.len() as f64);
         for started in timings {
-            metrics::histogram!("procinst_batch_seconds").record(started.elapsed().as_secs_f64());
+            metrics::histogram!("procinst_batch_seconds", "lane" => lane)
+                .record(started.elapsed().as_secs_f64());
         }
         result
     }
@@ -149,6 +157,7 @@ impl<'a> Deliverer<'a> {
 async fn publish_and_ack(
     publisher: &Publisher,
     topology: &Topology,
+    lane: Lane,
     messages: &[Answered],
 ) -> Result<(), BrokerError> {
     let now = SystemTime::now()
@@ -200,7 +209,7 @@ async fn publish_and_ack(
         broker::ack_through(&last.delivery).await?;
     }
     for message in messages {
-        message.fate.record(&message.span);
+        message.fate.record(&message.span, lane);
     }
     Ok(())
 }

@@ -19,6 +19,7 @@ use tracing::Span;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use crate::broker::trace_context;
+use crate::config::Lane;
 use crate::domain::{self, Code, Decoded, Rejection, Request, Unreadable, reply};
 
 /// One delivery on its way to its ack.
@@ -167,7 +168,8 @@ pub enum Outcome {
 impl Fate {
     /// The request's one counter increment and one log line, logged in the
     /// request's span (with its trace id), once its batch is acknowledged.
-    pub fn record(&self, span: &Span) {
+    pub fn record(&self, span: &Span, lane: Lane) {
+        let lane = lane.as_str();
         let _in_request = span.enter();
         match self {
             Fate::Reply(Reply {
@@ -188,9 +190,9 @@ impl Fate {
                     Outcome::Rejected(code) => ("rejected", *code),
                 };
                 span.record("request_id", request_id.as_str());
-                tracing::debug!(%request_id, outcome = label, code = code.as_u32(), "answered");
+                tracing::debug!(%request_id, lane, outcome = label, code = code.as_u32(), "answered");
                 // Static labels: no allocation per request.
-                metrics::counter!("procinst_requests_total", "outcome" => label, "code" => code.digits())
+                metrics::counter!("procinst_requests_total", "outcome" => label, "code" => code.digits(), "lane" => lane)
                     .increment(1);
             }
             Fate::DeadLetter {
@@ -203,9 +205,9 @@ impl Fate {
                     .map(|r| r.request_id.as_str())
                     .unwrap_or("unknown");
                 span.record("request_id", request_id);
-                tracing::warn!(%request_id, reason, %detail, "dead-lettered");
+                tracing::warn!(%request_id, lane, reason, %detail, "dead-lettered");
                 metrics::counter!("procinst_dead_letters_total", "reason" => *reason).increment(1);
-                metrics::counter!("procinst_requests_total", "outcome" => "dead_lettered", "code" => "none")
+                metrics::counter!("procinst_requests_total", "outcome" => "dead_lettered", "code" => "none", "lane" => lane)
                     .increment(1);
             }
         }

@@ -43,8 +43,8 @@ use tokio_util::sync::CancellationToken;
 pub use backoff::Backoff;
 pub use health::{Health, Totals};
 
-use crate::broker::{self, Broker, BrokerError, Cluster, Rotation};
-use crate::config::Settings;
+use crate::broker::{self, Broker, BrokerError, Cluster, LaneChannels, Rotation};
+use crate::config::{Lane, Settings};
 use crate::telemetry::error_chain;
 use collect::Collector;
 use decide::Decider;
@@ -149,27 +149,94 @@ impl Worker {
         }
     }
 
-    /// One broker session: subscribe, then collect -> decide -> deliver
+    /// One broker session: the topology declared, then both lanes
+    /// subscribed and run side by side (collect -> decide -> deliver each),
     /// until shutdown (everything received is answered first) or the
-    /// session is lost (unacked deliveries go back to the broker).
+    /// session is lost on either lane (unacked deliveries go back to the
+    /// broker, and the other lane ends too).
     async fn session(
         &self,
         broker: &Broker,
         shutdown: &CancellationToken,
         backoff: &mut Backoff,
     ) -> Result<SessionEnd, BrokerError> {
-        let consumer = collect::subscribe(broker, &self.settings).await?;
+        let lanes = [
+            (Lane::Interactive, LaneChannels::of(broker)),
+            (Lane::Bulk, LaneChannels::open(broker).await?),
+        ];
+        let consumers = collect::subscribe(broker, &lanes, &self.settings).await?;
         self.health.set_consuming(true);
         backoff.reset();
-        tracing::info!(queue = %self.settings.topology.request_queue, prefetch = self.settings.prefetch, "consuming");
+        tracing::info!(
+            interactive = %self.settings.topology.queue(Lane::Interactive),
+            bulk = %self.settings.topology.queue(Lane::Bulk),
+            prefetch = self.settings.prefetch,
+            "consuming"
+        );
 
+        let shared = Shared::new(&self.settings);
+        let over = CancellationToken::new();
+        let [interactive, bulk] = lanes;
+        let mut consumers = consumers.into_iter();
+        let (Some(interactive_consumer), Some(bulk_consumer)) =
+            (consumers.next(), consumers.next())
+        else {
+            return Ok(SessionEnd::Lost(None));
+        };
+        let (first, second) = tokio::join!(
+            self.lane(
+                broker,
+                interactive,
+                interactive_consumer,
+                &shared,
+                shutdown,
+                &over
+            ),
+            self.lane(broker, bulk, bulk_consumer, &shared, shutdown, &over),
+        );
+        Ok(match (first, second) {
+            (SessionEnd::Lost(cause), _) | (_, SessionEnd::Lost(cause)) => SessionEnd::Lost(cause),
+            (SessionEnd::Shutdown, SessionEnd::Shutdown) => SessionEnd::Shutdown,
+        })
+    }
+
+    /// One lane of a session: collect -> decide -> deliver. `over` ends the
+    /// lane when the other one lost the session.
+    async fn lane(
+        &self,
+        broker: &Broker,
+        (lane, channels): (Lane, LaneChannels),
+        consumer: lapin::Consumer,
+        shared: &Shared,
+        shutdown: &CancellationToken,
+        over: &CancellationToken,
+    ) -> SessionEnd {
         let (collected, to_decide) = mpsc::channel(COLLECTED_QUEUE);
         let (decided, to_deliver) = mpsc::channel(DECIDED_QUEUE);
         let (end, (), ()) = tokio::join!(
-            Collector::new(self, broker, consumer, shutdown).run(collected),
-            Decider::new(self).run(to_decide, decided),
-            Deliverer::new(self, broker, shutdown).run(to_deliver),
+            Collector::new(self, broker, lane, &channels, consumer, shutdown, over).run(collected),
+            Decider::new(self, lane, shared).run(to_decide, decided),
+            Deliverer::new(self, broker, lane, &channels, shutdown).run(to_deliver),
         );
-        Ok(end)
+        end
+    }
+}
+
+/// What the lanes of a session share: the order of writes that share a
+/// key, what was learnt about reading existing processes, and the writer
+/// slots of which bulk batches may hold all but one.
+pub(crate) struct Shared {
+    turnstile: decide::Turnstile,
+    collision_read: decide::CollisionRead,
+    writers: tokio::sync::Semaphore,
+}
+
+impl Shared {
+    fn new(settings: &Settings) -> Self {
+        Self {
+            turnstile: decide::Turnstile::default(),
+            collision_read: decide::CollisionRead::default(),
+            writers: tokio::sync::Semaphore::new(settings.writers()),
+        }
     }
 }

@@ -295,7 +295,7 @@ async fn publish_wait_counts_a_repeated_reply_once_and_still_notices_a_missing_o
         let channel = client.connection.create_channel().await.expect("channel");
         let subscribed = channel
             .basic_consume(
-                env.request_queue.as_str().into(),
+                env.bulk_queue().as_str().into(),
                 unique("stand-in").as_str().into(),
                 Default::default(),
                 Default::default(),
@@ -308,7 +308,7 @@ async fn publish_wait_counts_a_repeated_reply_once_and_still_notices_a_missing_o
         // The publish command has not declared the queue yet.
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
-    let (_channel, mut consumer) = consumer.expect("the request queue is declared");
+    let (_channel, mut consumer) = consumer.expect("the bulk lane's queue is declared");
     for _ in 0..2 {
         let delivery = tokio::time::timeout(crate::helpers::WAIT, consumer.next())
             .await

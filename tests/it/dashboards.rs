@@ -142,7 +142,11 @@ fn the_dashboard_and_the_rules_are_read() {
     );
     assert_eq!(
         dashboard.get("procinst_requests_total"),
-        Some(&BTreeSet::from(["code".to_owned(), "outcome".to_owned()]))
+        Some(&BTreeSet::from([
+            "code".to_owned(),
+            "lane".to_owned(),
+            "outcome".to_owned()
+        ]))
     );
     assert!(rules.contains_key("procinst_ready"), "{rules:?}");
     assert!(rules.contains_key("procinst_db_retries_total"), "{rules:?}");

@@ -24,6 +24,7 @@ mod dead_letters;
 mod dlq_browse;
 mod faults;
 mod idempotency;
+mod lanes;
 mod loadtest_report;
 mod request_show;
 mod requests;

@@ -30,15 +30,19 @@ mod collision_read;
 mod plan;
 mod turnstile;
 
+use super::Shared;
 use super::collect::Batch;
 use super::disposition::{OnStore, RACE_ATTEMPTS, STORE_REJECTED};
 use super::message::{Answered, Fate, Limits, Message, Parsed};
 use super::{Backoff, Health, Worker};
+use crate::config::Lane;
 use crate::store::{self, StoreError};
 use crate::telemetry::{error_chain, timed, timed_sync};
-use collision_read::CollisionRead;
+pub(super) use collision_read::CollisionRead;
 use plan::Query;
-use turnstile::{Keys, Turn, Turnstile};
+use tokio::sync::Semaphore;
+pub(super) use turnstile::Turnstile;
+use turnstile::{Keys, Turn};
 
 const DB_RETRY_MIN: Duration = Duration::from_millis(100);
 const DB_RETRY_MAX: Duration = Duration::from_secs(2);
@@ -74,10 +78,19 @@ enum GivenUp {
 /// order; a batch writes once no earlier batch sharing a key with it is
 /// still unfinished ([`Turnstile`]).
 pub(super) struct Decider<'a> {
+    lane: Lane,
     pool: &'a Pool,
     limits: Limits,
-    /// Whether rounds read the existing processes; learnt over the session.
-    collision_read: CollisionRead,
+    /// Whether rounds read the existing processes; learnt over the session
+    /// by both lanes.
+    collision_read: &'a CollisionRead,
+    /// Orders the writes of both lanes' batches that share a key.
+    turnstile: &'a Turnstile,
+    /// The writer slots both lanes share: a batch holds one from its claim
+    /// at the turnstile to its end, and since a lane decides at most
+    /// `concurrent_batches` at once and there is one slot more, the bulk
+    /// lane can never take the slot an interactive batch needs.
+    writers: &'a Semaphore,
     health: &'a Health,
     concurrent_batches: usize,
 }
@@ -104,14 +117,17 @@ impl Round {
 }
 
 impl<'a> Decider<'a> {
-    pub(super) fn new(worker: &'a Worker) -> Self {
+    pub(super) fn new(worker: &'a Worker, lane: Lane, shared: &'a Shared) -> Self {
         Self {
+            lane,
             pool: &worker.pool,
             limits: Limits {
                 max_body_bytes: worker.settings.max_body_bytes,
                 retention: worker.settings.retention(),
             },
-            collision_read: CollisionRead::default(),
+            collision_read: &shared.collision_read,
+            turnstile: &shared.turnstile,
+            writers: &shared.writers,
             health: &worker.health,
             concurrent_batches: worker.settings.concurrent_batches(),
         }
@@ -124,9 +140,8 @@ impl<'a> Decider<'a> {
         mut batches: mpsc::Receiver<Batch>,
         decided: mpsc::Sender<Decided>,
     ) {
-        let turnstile = Turnstile::default();
         let mut in_order = futures::stream::poll_fn(|cx| batches.poll_recv(cx))
-            .map(|batch| self.decide_batch(batch, turnstile.take()))
+            .map(|batch| self.decide_batch(batch, self.turnstile.take()))
             .buffered(self.concurrent_batches);
         while let Some(batch) = in_order.next().await {
             if let Some(batch) = batch
@@ -140,15 +155,17 @@ impl<'a> Decider<'a> {
     /// Decides a batch in its span; `None` when it was given up.
     async fn decide_batch(&self, batch: Batch, turn: Turn) -> Option<Decided> {
         let Batch { messages, deciding } = batch;
-        let span = tracing::info_span!("batch", size = messages.len());
+        let lane = self.lane.as_str();
+        let span = tracing::info_span!("batch", lane, size = messages.len());
         // The batch's shared database round trips show in each request's
         // trace through these links.
         for message in &messages {
             span.add_link(message.span.context().span().span_context().clone());
         }
         let started = Instant::now();
-        metrics::histogram!("procinst_batch_size").record(messages.len() as f64);
-        metrics::gauge!("procinst_in_flight_deliveries").increment(messages.len() as f64);
+        metrics::histogram!("procinst_batch_size", "lane" => lane).record(messages.len() as f64);
+        metrics::gauge!("procinst_in_flight_deliveries", "lane" => lane)
+            .increment(messages.len() as f64);
         let redelivered = messages.iter().filter(|m| m.delivery.redelivered).count();
         if redelivered > 0 {
             metrics::counter!("procinst_redeliveries_total").increment(redelivered as u64);
@@ -184,7 +201,8 @@ impl<'a> Decider<'a> {
         if given_up == GivenUp::HandBack {
             hand_back(&messages).instrument(span).await;
         }
-        metrics::gauge!("procinst_in_flight_deliveries").decrement(messages.len() as f64);
+        metrics::gauge!("procinst_in_flight_deliveries", "lane" => lane)
+            .decrement(messages.len() as f64);
         None
     }
 
@@ -194,6 +212,8 @@ impl<'a> Decider<'a> {
     /// committed keep their fates whatever happens to later ones.
     async fn decide(&self, messages: &mut [Message], turn: &Turn) -> Result<(), GivenUp> {
         turn.claim(Keys::of(messages.iter().filter_map(|m| m.parsed.as_ref())));
+        // Never closed, so the permit is always there once it is our turn.
+        let _slot = timed("slot", self.writers.acquire()).await;
         let mut rounds = rounds(messages);
         let mut retry = Backoff::new(DB_RETRY_MIN, DB_RETRY_MAX);
         while let Some(mut round) = rounds.pop_front() {

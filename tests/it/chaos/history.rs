@@ -86,7 +86,7 @@ enum Confirmed {
 /// The pace is kept on average: what a fault held back (an alarm blocks
 /// every publisher, a lost node costs a reconnect) is sent in a burst
 /// afterwards, as upstream systems that kept producing meanwhile would.
-pub async fn publish(messages: Arc<Vec<Message>>, queue: String, rate: f64, history: Shared) {
+pub async fn publish(messages: Arc<Vec<Message>>, lanes: [String; 2], rate: f64, history: Shared) {
     let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / rate));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
     let mut next = 0usize;
@@ -141,7 +141,8 @@ pub async fn publish(messages: Arc<Vec<Message>>, queue: String, rate: f64, hist
         record(&history, |h| h.sent[i] += 1);
         let sent = channel.basic_publish(
             "".into(),
-            queue.as_str().into(),
+            // Both lanes at once: even messages interactive, odd ones bulk.
+            lanes[i % 2].as_str().into(),
             BasicPublishOptions::default(),
             &m.body,
             properties,

@@ -1,5 +1,5 @@
-//! The chaos run: two workers take a paced, seeded stream of requests
-//! (good ones, repeats, racing pairs, unreadable bodies) while a seeded
+//! The chaos run: two workers take a paced, seeded stream of requests on
+//! both lanes (good ones, repeats, racing pairs, unreadable bodies) while a seeded
 //! schedule strikes overlapping faults at them, the broker and the
 //! database ([`faults`]). Every publication, reply and dead letter is
 //! recorded ([`history`]); once the faults stop and the queues drain, a
@@ -87,7 +87,7 @@ async fn run(seed: u64, seconds: u64, rate: f64) {
     ));
     let publisher = tokio::spawn(history::publish(
         messages.clone(),
-        env.request_queue.clone(),
+        [env.request_queue.clone(), env.bulk_queue()],
         rate,
         history.clone(),
     ));
@@ -110,7 +110,10 @@ async fn run(seed: u64, seconds: u64, rate: f64) {
                 h.replies.get(&m.request_id).map_or(0, Vec::len) as u32 >= h.confirmed[i].min(1)
             })
         };
-        if answered && request_queue_is_empty(&env.request_queue).await {
+        if answered
+            && request_queue_is_empty(&env.request_queue).await
+            && request_queue_is_empty(&env.bulk_queue()).await
+        {
             break;
         }
         if Instant::now() > deadline {

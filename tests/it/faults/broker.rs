@@ -37,20 +37,36 @@ async fn broker_connections_cut_mid_burst_lose_and_duplicate_nothing() {
 
 #[tokio::test]
 async fn a_consumer_cancelled_by_the_broker_is_noticed_and_resubscribed() {
+    consumer_cancelled_on(false).await;
+}
+
+#[tokio::test]
+async fn a_bulk_consumer_cancelled_by_the_broker_is_noticed_and_resubscribed() {
+    consumer_cancelled_on(true).await;
+}
+
+/// Deletes one lane's queue under a worker; the session ends on both
+/// lanes, and the next one declares the queue again and consumes it.
+async fn consumer_cancelled_on(bulk: bool) {
     let mut env = Env::new().await;
     env.service_instance(1, 10, "0", 0, 1).await;
     let w = env.start_worker(&[]).await;
     let client = env.client().await;
+    let queue = if bulk {
+        env.bulk_queue()
+    } else {
+        env.request_queue.clone()
+    };
     client
         .channel
-        .queue_delete(env.request_queue.as_str().into(), Default::default())
+        .queue_delete(queue.as_str().into(), Default::default())
         .await
-        .expect("delete the request queue under the worker");
+        .expect("delete a lane's queue under the worker");
     // The worker reconnects, declares the queue again and consumes it.
     let mut back = false;
     for _ in 0..100 {
         tokio::time::sleep(Duration::from_millis(100)).await;
-        let declared = client.passive_declare(&env.request_queue).await;
+        let declared = client.passive_declare(&queue).await;
         if declared.is_ok_and(|q| q.consumer_count() == 1) {
             back = true;
             break;
@@ -61,9 +77,14 @@ async fn a_consumer_cancelled_by_the_broker_is_noticed_and_resubscribed() {
         "queue declared again and consumed; log:\n{}",
         env.worker(w).log()
     );
-    client.send(&request("after-cancel", 1, 10, "c", 1)).await;
-    let reply = client.replies(&env.reply_queue, 1).await.remove(0);
-    assert_eq!(reply.json["code"], json!(0));
+    for (i, id) in ["after-cancel-0", "after-cancel-1"].into_iter().enumerate() {
+        client.send_on_both(i, &request(id, 1, 10, id, 1)).await;
+    }
+    let replies = client.replies_by_id(&env.reply_queue, 2).await;
+    assert!(
+        replies.values().all(|r| r.json["code"] == json!(0)),
+        "{replies:?}"
+    );
 }
 
 #[tokio::test]

@@ -101,15 +101,8 @@ async fn terminated_backends_mid_burst_are_retried() {
     let admin = crate::helpers::connect(crate::helpers::PG_ADMIN_URL).await;
     let database = env.database.clone();
     for i in 0..500 {
-        client
-            .send(&request(
-                &format!("term-be-{i}"),
-                1,
-                10,
-                &format!("tb{i}"),
-                2,
-            ))
-            .await;
+        let body = request(&format!("term-be-{i}"), 1, 10, &format!("tb{i}"), 2);
+        client.send_on_both(i, &body).await;
         if i % 125 == 60 {
             admin
                 .execute(

@@ -1,8 +1,8 @@
 //! Faults injected for real, by subject: the broker ([`broker`]), the
 //! database ([`database`]), signals and killed processes ([`signals`]), and
 //! what the worker tells about them ([`observability`]). This module holds
-//! what they share: a burst of requests with a fault in the middle, the
-//! exactly-once check after it, and contention made to order.
+//! what they share: a burst of requests on both lanes with a fault in the
+//! middle, the exactly-once check after it, and contention made to order.
 
 mod broker;
 mod database;
@@ -33,7 +33,8 @@ async fn contend_on(env: &Env, process_name: &str) {
         .expect("contend");
 }
 
-/// Sends `n` requests of 2 processes, calling `fault` once after `at` of them.
+/// Sends `n` requests of 2 processes, on both lanes in turn (even ones
+/// interactive, odd ones bulk), calling `fault` once after `at` of them.
 pub(crate) async fn burst(
     client: &Client,
     prefix: &str,
@@ -42,15 +43,8 @@ pub(crate) async fn burst(
     mut fault: impl FnMut(),
 ) {
     for i in 0..n {
-        client
-            .send(&request(
-                &format!("{prefix}-{i}"),
-                1,
-                10,
-                &format!("{prefix}{i}"),
-                2,
-            ))
-            .await;
+        let body = request(&format!("{prefix}-{i}"), 1, 10, &format!("{prefix}{i}"), 2);
+        client.send_on_both(i, &body).await;
         if i == at {
             fault();
         }

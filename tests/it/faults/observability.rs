@@ -23,8 +23,8 @@ async fn metrics_and_health_endpoints_report_the_work() {
     );
     // Counters are bumped after the ack, a moment after the reply is out.
     let expected = [
-        r#"procinst_requests_total{outcome="created",code="0"} 1"#,
-        r#"procinst_requests_total{outcome="rejected",code="1199019"} 1"#,
+        r#"procinst_requests_total{outcome="created",code="0",lane="interactive"} 1"#,
+        r#"procinst_requests_total{outcome="rejected",code="1199019",lane="interactive"} 1"#,
         "procinst_processes_created_total 3",
         "procinst_batch_seconds_bucket",
     ];

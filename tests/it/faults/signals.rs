@@ -1,5 +1,6 @@
-//! The worker's process signalled or killed: SIGTERM answers what it holds,
-//! SIGKILL and a restart lose and duplicate nothing.
+//! The worker's process signalled or killed, with traffic on both lanes:
+//! SIGTERM answers what it holds, SIGKILL and a restart lose and duplicate
+//! nothing.
 
 use std::time::Duration;
 
@@ -22,8 +23,16 @@ async fn sigterm_answers_everything_received_including_a_batch_being_gathered() 
     client.send(&request("term-0", 1, 10, "t0", 2)).await;
     env.worker(w).wait_for_batches(1.0).await;
     let n = 50;
-    let rest = (1..n).map(|i| request(&format!("term-{i}"), 1, 10, &format!("t{i}"), 2));
-    client.send_all_taken(&env.request_queue, rest).await;
+    for i in 1..n {
+        let body = request(&format!("term-{i}"), 1, 10, &format!("t{i}"), 2);
+        client.send_on_both(i, &body).await;
+    }
+    for queue in [env.request_queue.clone(), env.bulk_queue()] {
+        assert!(
+            client.settles_at(&queue, 0).await,
+            "every request reached the worker on {queue}"
+        );
+    }
     env.worker(w).signal("TERM");
     env.worker(w)
         .wait_for_log("finishing the batches in flight")
@@ -43,11 +52,13 @@ async fn sigterm_answers_everything_received_including_a_batch_being_gathered() 
         env.count("SELECT count(*) FROM process").await,
         2 * n as i64
     );
-    assert_eq!(
-        client.depth(&env.request_queue).await,
-        0,
-        "nothing was left unacknowledged for redelivery"
-    );
+    for queue in [env.request_queue.clone(), env.bulk_queue()] {
+        assert_eq!(
+            client.depth(&queue).await,
+            0,
+            "nothing was left unacknowledged on {queue} for redelivery"
+        );
+    }
 }
 
 #[tokio::test]
@@ -58,9 +69,8 @@ async fn kill_9_mid_burst_then_restart_creates_everything_exactly_once() {
     let client = env.client().await;
     let n = 2000;
     for i in 0..n {
-        client
-            .send(&request(&format!("kill-{i}"), 1, 10, &format!("k{i}"), 4))
-            .await;
+        let body = request(&format!("kill-{i}"), 1, 10, &format!("k{i}"), 4);
+        client.send_on_both(i, &body).await;
         if i == n / 3 {
             env.worker(w).kill();
         }
@@ -79,9 +89,8 @@ async fn three_workers_with_one_killed_and_restarted_create_exactly_once() {
     let client = env.client().await;
     let n = 900;
     for i in 0..n {
-        client
-            .send(&request(&format!("three-{i}"), 1, 10, &format!("th{i}"), 2))
-            .await;
+        let body = request(&format!("three-{i}"), 1, 10, &format!("th{i}"), 2);
+        client.send_on_both(i, &body).await;
         if i == n / 3 {
             env.worker(victim).kill();
         }

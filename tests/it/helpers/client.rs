@@ -55,6 +55,7 @@ pub struct Client {
     pub connection: Connection,
     pub channel: Channel,
     request_queue: String,
+    bulk_queue: String,
 }
 
 /// A connection to the first node of `list` (comma-separated URLs) that
@@ -83,6 +84,7 @@ impl Client {
             connection,
             channel,
             request_queue: env.request_queue.clone(),
+            bulk_queue: env.bulk_queue(),
         }
     }
 
@@ -127,6 +129,28 @@ impl Client {
             BasicProperties::default(),
         )
         .await;
+    }
+
+    /// Publishes `body` to the bulk lane, confirmed. A worker must have
+    /// declared the lane's queue first: the broker drops a message for a
+    /// queue that does not exist.
+    pub async fn send_bulk(&self, body: &Value) {
+        self.publish_to(
+            &self.bulk_queue.clone(),
+            &serde_json::to_vec(body).expect("json"),
+            BasicProperties::default(),
+        )
+        .await;
+    }
+
+    /// Publishes `body` on the interactive lane when `i` is even, else on
+    /// the bulk lane: traffic on both lanes at once.
+    pub async fn send_on_both(&self, i: usize, body: &Value) {
+        if i.is_multiple_of(2) {
+            self.send(body).await;
+        } else {
+            self.send_bulk(body).await;
+        }
     }
 
     /// Publishes `requests` and waits until the worker has taken every one

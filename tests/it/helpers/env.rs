@@ -118,6 +118,11 @@ impl Env {
         env
     }
 
+    /// The bulk lane's queue: the request queue's name with `.bulk`.
+    pub fn bulk_queue(&self) -> String {
+        format!("{}.bulk", self.request_queue)
+    }
+
     pub fn database_url(&self) -> String {
         format!("postgres://postgres@127.0.0.1:5432/{}", self.database)
     }
@@ -201,6 +206,7 @@ impl Drop for Env {
         let database = self.database.clone();
         let queues = [
             self.request_queue.clone(),
+            self.bulk_queue(),
             self.reply_queue.clone(),
             self.dead_queue.clone(),
         ];

@@ -250,12 +250,19 @@ pub async fn http_get(url: &str) -> Option<(u16, String)> {
     Some((status, body))
 }
 
-/// The value of an unlabelled counter or gauge in a `/metrics` page; 0 when
-/// it is not there.
+/// The sum of every series of a counter or gauge in a `/metrics` page,
+/// whatever its labels (both lanes, say); 0 when it is not there.
 pub fn metric(page: &str, name: &str) -> f64 {
     page.lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
-        .unwrap_or(0.0)
+        .filter_map(|l| {
+            let rest = l.strip_prefix(name)?;
+            let value = match rest.strip_prefix('{') {
+                Some(labelled) => labelled.split_once("} ")?.1,
+                None => rest.strip_prefix(' ')?,
+            };
+            value.trim().parse::<f64>().ok()
+        })
+        .sum()
 }
 
 /// A worker never outlives its handle, whatever the test did.
