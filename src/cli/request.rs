@@ -146,6 +146,13 @@ fn print_report(report: &Report) {
                 s.code, s.message, s.row.written, s.row.expires
             );
             println!("  reply           {}", s.reply);
+            println!(
+                "  lane            {}",
+                s.row
+                    .lane
+                    .as_deref()
+                    .unwrap_or("unknown (written before lanes)")
+            );
         }
         None => println!("  stored reply    none"),
     }

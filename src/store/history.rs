@@ -21,6 +21,8 @@ pub struct StoredRequest {
     /// True when retention is over and the row only waits for pruning: a
     /// repeat of the request would be processed anew.
     pub expired: bool,
+    /// The lane it came through; `None` for a row written before lanes.
+    pub lane: Option<String>,
 }
 
 /// A process row with its relation row.
@@ -66,6 +68,7 @@ pub async fn stored_request(
         written: row.get("written"),
         expires: row.get("expires"),
         expired: row.get("expired"),
+        lane: row.get("lane"),
     }))
 }
 

@@ -22,6 +22,8 @@ pub struct NewRequest<'a> {
     pub replaces_expired: bool,
     pub meaning: &'a [u8],
     pub reply: Vec<u8>,
+    /// The lane it came through (`interactive`, `bulk`).
+    pub lane: &'a str,
     pub service_instance: &'a ServiceInstance,
     pub operator: &'a str,
     pub processes: Vec<NewProcess<'a>>,
@@ -80,6 +82,7 @@ pub(super) struct RowColumns<'a> {
     suppliers: Vec<&'a str>,
     operators: Vec<&'a str>,
     details: Vec<&'a str>,
+    lanes: Vec<&'a str>,
 }
 
 impl<'a> From<&'a [NewRequest<'a>]> for RowColumns<'a> {
@@ -102,6 +105,7 @@ impl<'a> From<&'a [NewRequest<'a>]> for RowColumns<'a> {
             c.suppliers.push(&si.bk_supplier_account);
             c.operators.push(r.operator);
             c.details.push(&r.audit_detail);
+            c.lanes.push(r.lane);
         }
         c
     }
@@ -109,7 +113,7 @@ impl<'a> From<&'a [NewRequest<'a>]> for RowColumns<'a> {
 
 impl RowColumns<'_> {
     /// The parameters in the order of `insert_rows.sql`.
-    pub(super) fn params(&self) -> [&(dyn ToSql + Sync); 13] {
+    pub(super) fn params(&self) -> [&(dyn ToSql + Sync); 14] {
         [
             &self.request_ids,
             &self.meanings,
@@ -124,6 +128,7 @@ impl RowColumns<'_> {
             &self.suppliers,
             &self.operators,
             &self.details,
+            &self.lanes,
         ]
     }
 }

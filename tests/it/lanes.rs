@@ -202,3 +202,30 @@ async fn an_interactive_request_is_answered_while_a_bulk_backlog_drains() {
         .queue_delete(inbox.as_str().into(), Default::default())
         .await;
 }
+
+#[tokio::test]
+async fn request_show_names_the_lane_a_request_came_through() {
+    let mut env = Env::new().await;
+    env.service_instance(1, 10, "0", 0, 1).await;
+    env.start_worker(&[]).await;
+    let client = env.client().await;
+    client
+        .send(&request("came-interactive", 1, 10, "ci", 1))
+        .await;
+    client
+        .send_bulk(&request("came-bulk", 1, 10, "cb", 1))
+        .await;
+    client.replies(&env.reply_queue, 2).await;
+    for (id, lane) in [("came-interactive", "interactive"), ("came-bulk", "bulk")] {
+        let shown = env.procinst(&["request", "show", id], None);
+        let text = String::from_utf8_lossy(&shown.stdout);
+        assert!(
+            text.lines()
+                .any(|l| l.trim() == format!("lane            {lane}")),
+            "{id}: {text}"
+        );
+        let json = env.procinst(&["request", "show", "--json", id], None);
+        let json: Value = serde_json::from_slice(&json.stdout).expect("json");
+        assert_eq!(json["stored"]["lane"], json!(lane), "{json}");
+    }
+}

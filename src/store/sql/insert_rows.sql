@@ -8,7 +8,8 @@
 -- element per request; $4-$8: one instance relation per process (the
 -- service instance's host, no process template); $9-$13: one audit row
 -- per request (service instance, business, supplier, operator, detail as
--- JSON text), whose request ids are $1.
+-- JSON text), whose request ids are $1; $14: the lane each request came
+-- through, for the request log.
 WITH relations AS (
     INSERT INTO process_instance_relation (
         bk_process_id, service_instance_id, process_template_id, bk_host_id, bk_biz_id, bk_supplier_account)
@@ -21,5 +22,5 @@ WITH relations AS (
     FROM UNNEST($1::text[], $9::int8[], $10::int8[], $11::text[], $12::text[], $13::text[])
         AS t(r, si, biz, supplier, operator, detail)
 )
-INSERT INTO request_log (request_id, meaning, reply)
-SELECT * FROM UNNEST($1::text[], $2::bytea[], $3::bytea[])
+INSERT INTO request_log (request_id, meaning, reply, lane)
+SELECT * FROM UNNEST($1::text[], $2::bytea[], $3::bytea[], $14::text[])

@@ -326,7 +326,7 @@ impl<'a> Decider<'a> {
         if read_collisions {
             self.collision_read.found(!lookup.existing.is_empty());
         }
-        let planned = plan::plan(&round, &lookup);
+        let planned = plan::plan(&round, &lookup, self.lane);
         // Earlier batches that share a key with this one commit first.
         // Meanwhile this round holds its pooled connection and, when it
         // creates processes, an open transaction whose COPY has started

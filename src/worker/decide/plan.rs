@@ -11,6 +11,7 @@ use std::collections::HashMap;
 
 use serde::Serialize;
 
+use crate::config::Lane;
 use crate::domain::{self, Rejection, Request, Taken, reply};
 use crate::store::{Lookup, NewProcess, NewRequest, ProcessKey, ServiceInstance};
 use crate::worker::message::{Fate, Outcome, Parsed, Reply};
@@ -71,7 +72,11 @@ pub struct Planned<'a, K> {
 
 /// Decides every request of a round, in order; what is created takes its
 /// ids from `lookup.ids` in that order.
-pub fn plan<'a, K: Copy>(round: &[(K, &'a Parsed)], lookup: &'a Lookup) -> Planned<'a, K> {
+pub fn plan<'a, K: Copy>(
+    round: &[(K, &'a Parsed)],
+    lookup: &'a Lookup,
+    lane: Lane,
+) -> Planned<'a, K> {
     let mut taken: HashMap<i64, Taken<'a>> = HashMap::new();
     for row in &lookup.existing {
         taken
@@ -87,14 +92,8 @@ pub fn plan<'a, K: Copy>(round: &[(K, &'a Parsed)], lookup: &'a Lookup) -> Plann
     for &(tag, parsed) in round {
         let fate = match decide_one(parsed, lookup, &mut taken) {
             Ok((request, service_instance, processes)) => {
-                let row = creation(
-                    parsed,
-                    request,
-                    service_instance,
-                    processes,
-                    lookup,
-                    &mut ids,
-                );
+                let accepted = (request, service_instance, processes);
+                let row = creation(parsed, accepted, lookup, lane, &mut ids);
                 let fate = Fate::Reply(Reply {
                     request_id: request.request_id.clone(),
                     body: row.reply.clone(),
@@ -156,10 +155,9 @@ fn decide_one<'a>(
 /// reply and its audit detail.
 fn creation<'a>(
     parsed: &'a Parsed,
-    request: &'a Request,
-    service_instance: &'a ServiceInstance,
-    processes: &'a [domain::Process],
+    (request, service_instance, processes): Accepted<'a>,
     lookup: &Lookup,
+    lane: Lane,
     ids: &mut impl Iterator<Item = i64>,
 ) -> NewRequest<'a> {
     let own: Vec<i64> = ids.take(processes.len()).collect();
@@ -168,6 +166,7 @@ fn creation<'a>(
         replaces_expired: lookup.expired.contains(&request.request_id),
         meaning: &parsed.decoded.meaning,
         reply: reply::success(&request.request_id, &own),
+        lane: lane.as_str(),
         service_instance,
         operator: &request.bk_username,
         audit_detail: audit_detail(service_instance, processes, &own),
@@ -294,7 +293,8 @@ mod tests {
             })
             .collect();
         let round: Vec<(usize, &Parsed)> = parsed.iter().enumerate().collect();
-        let planned = plan(&round, lookup);
+        let planned = plan(&round, lookup, Lane::Bulk);
+        assert!(planned.rows.iter().all(|r| r.lane == "bulk"));
         let created = planned
             .fates
             .iter()
