@@ -71,16 +71,20 @@ async fn loadtest_reports_the_cpu_split_and_writes_a_self_contained_page_a_brows
     ] {
         assert!(html.contains(part), "the page has {part}");
     }
-    for fetch in ["<script", "src=", "href=", "url(", "@import", "<link"] {
-        assert!(
-            !html.contains(fetch),
-            "the page fetches nothing, yet has {fetch}"
-        );
-    }
+    assert_self_contained(&html);
 
-    let screenshot = dir.join("report.png");
+    render(&page, "report", 1500).await;
+}
+
+/// Renders `page` in headless chromium, `height` pixels tall, and checks
+/// that the screenshot, left in the output folder as `NAME.png`, shows
+/// charts.
+async fn render(page: &std::path::Path, name: &str, height: u32) {
+    let dir = output_dir();
+    let screenshot = dir.join(format!("{name}.png"));
     let _ = std::fs::remove_file(&screenshot);
-    let profile = dir.join("chromium-profile");
+    // A profile of its own: chromium locks it, and tests run side by side.
+    let profile = dir.join(format!("chromium-profile-{name}"));
     let mut browser = Command::new("chromium")
         .args([
             "--headless",
@@ -92,8 +96,8 @@ async fn loadtest_reports_the_cpu_split_and_writes_a_self_contained_page_a_brows
             "--disable-component-update",
             "--disable-sync",
             "--hide-scrollbars",
-            "--window-size=960,1500",
         ])
+        .arg(format!("--window-size=960,{height}"))
         .arg(format!("--user-data-dir={}", profile.display()))
         .arg(format!("--screenshot={}", screenshot.display()))
         .arg(format!("file://{}", page.display()))
@@ -117,4 +121,171 @@ async fn loadtest_reports_the_cpu_split_and_writes_a_self_contained_page_a_brows
         png.len()
     );
     eprintln!("loadtest report screenshot: {}", screenshot.display());
+}
+
+fn assert_self_contained(html: &str) {
+    for fetch in ["<script", "src=", "href=", "url(", "@import", "<link"] {
+        assert!(
+            !html.contains(fetch),
+            "the page fetches nothing, yet has {fetch}"
+        );
+    }
+}
+
+/// One row of the lanes table: lane and phase, then the figures.
+#[derive(Debug)]
+struct Row {
+    requests: usize,
+    answered: usize,
+    seconds: f64,
+    per_s: f64,
+    /// p50, p95, p99 and max in ms; `None` where the table has `-`.
+    latency_ms: [Option<f64>; 4],
+    errors: usize,
+}
+
+/// The row of the lanes table whose lane and phase are `name`.
+fn row(stdout: &str, name: &str) -> Row {
+    let name: Vec<&str> = name.split_whitespace().collect();
+    let fields: Vec<&str> = stdout
+        .lines()
+        .map(|l| l.split_whitespace().collect::<Vec<_>>())
+        .find(|words| words.len() == name.len() + 9 && words.starts_with(&name))
+        .unwrap_or_else(|| panic!("a row for {name:?} in:\n{stdout}"))
+        .split_off(name.len());
+    let line = fields.join(" ");
+    let num = |i: usize| -> f64 { fields[i].parse().unwrap_or_else(|_| panic!("{line}")) };
+    let ms = |i: usize| -> Option<f64> { (fields[i] != "-").then(|| num(i)) };
+    Row {
+        requests: num(0) as usize,
+        answered: num(1) as usize,
+        seconds: num(2),
+        per_s: num(3),
+        latency_ms: [ms(4), ms(5), ms(6), ms(7)],
+        errors: num(8) as usize,
+    }
+}
+
+#[tokio::test]
+async fn loadtest_lanes_mode_drains_a_backfill_alone_and_beside_interactive_requests_and_draws_both_lanes()
+ {
+    let mut env = Env::new().await;
+    let w = env.start_worker(&[]).await;
+    let pid = env.worker(w).child.id().to_string();
+    let page = output_dir().join("lanes.html");
+    let backfill = 2000;
+    let rate = 50.0;
+    let out = env.procinst(
+        &[
+            "loadtest",
+            "--backfill",
+            &backfill.to_string(),
+            "--rate",
+            &rate.to_string(),
+            "--worker-pid",
+            &pid,
+            "--report",
+            page.to_str().expect("utf-8 path"),
+        ],
+        None,
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    eprintln!("{stdout}");
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+
+    let alone = row(&stdout, "bulk alone");
+    let beside = row(&stdout, "bulk with interactive");
+    let interactive = row(&stdout, "interactive with bulk");
+    for bulk in [&alone, &beside] {
+        assert_eq!(
+            (bulk.requests, bulk.answered, bulk.errors),
+            (backfill, backfill, 0),
+            "{bulk:?}"
+        );
+        assert!(
+            bulk.seconds > 0.0 && bulk.per_s > 0.0,
+            "a drain takes time: {bulk:?}"
+        );
+        assert!(
+            (bulk.per_s * bulk.seconds - backfill as f64).abs() < backfill as f64 * 0.02,
+            "the drain rate is the backfill over the drain time: {bulk:?}"
+        );
+        assert_eq!(bulk.latency_ms, [None; 4], "{bulk:?}");
+    }
+    // Interactive requests arrive at the rate for as long as the second
+    // backlog drains, and every one is answered.
+    assert_eq!(
+        interactive.answered, interactive.requests,
+        "{interactive:?}"
+    );
+    assert_eq!(interactive.errors, 0, "{interactive:?}");
+    let expected = rate * beside.seconds;
+    assert!(
+        interactive.requests > 0
+            && (interactive.requests as f64 - expected).abs() <= expected * 0.25 + 3.0,
+        "about {expected:.0} interactive requests in {} s: {interactive:?}",
+        beside.seconds
+    );
+    let [p50, p95, p99, max] = interactive
+        .latency_ms
+        .map(|l| l.expect("interactive latency"));
+    assert!(
+        0.0 < p50 && p50 <= p95 && p95 <= p99 && p99 <= max,
+        "{interactive:?}"
+    );
+    let ratio: f64 = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("bulk drain rate with interactive / alone: "))
+        .unwrap_or_else(|| panic!("the ratio in:\n{stdout}"))
+        .parse()
+        .expect("a number");
+    let computed = beside.per_s / alone.per_s;
+    assert!(
+        ratio > 0.0 && (ratio - computed).abs() <= 0.02 + computed * 0.01,
+        "ratio {ratio} against {computed}"
+    );
+    // The backlog that stood: some, and never more than the backfill.
+    let most: Vec<usize> = stdout
+        .lines()
+        .find_map(|l| l.split_once("most unanswered at once: "))
+        .unwrap_or_else(|| panic!("the largest backlog in:\n{stdout}"))
+        .1
+        .split(", ")
+        .map(|part| {
+            part.split(' ')
+                .next()
+                .and_then(|n| n.parse().ok())
+                .expect("a count")
+        })
+        .collect();
+    assert_eq!(most.len(), 2, "{most:?}");
+    assert!(most.iter().all(|n| (1..=backfill).contains(n)), "{most:?}");
+    for phase in ["bulk alone", "bulk with interactive"] {
+        assert!(
+            stdout.contains(&format!("{phase} phase CPU: machine busy")),
+            "{phase} CPU in:\n{stdout}"
+        );
+    }
+    // Every request of every phase was a new one: none got a stored reply.
+    assert_eq!(
+        env.count("SELECT count(*) FROM request_log").await,
+        (2 * backfill + interactive.requests) as i64
+    );
+
+    let html = std::fs::read_to_string(&page).expect("report written");
+    for part in [
+        "Interactive latency by percentile",
+        "Interactive latency over time",
+        "Bulk replies per second over time",
+        "Bulk backlog over time",
+        "bulk with interactive",
+        "CPU split, bulk alone phase",
+        "CPU split, bulk with interactive phase",
+        "<polyline",
+    ] {
+        assert!(html.contains(part), "the page has {part}");
+    }
+    assert_self_contained(&html);
+    render(&page, "lanes", 2900).await;
 }

@@ -1,8 +1,10 @@
 //! `procinst loadtest`: synthetic requests against a running worker, with
-//! an optional broker-only baseline (`--echo`) measured in the same run.
+//! an optional broker-only baseline (`--echo`) measured in the same run, or
+//! the two lanes against each other (`--backfill N`, see [`lanes`]).
 
 mod cpu;
 mod echo;
+mod lanes;
 mod phase;
 mod procstat;
 mod report;
@@ -31,13 +33,15 @@ const LOAD_SI_BASE: i64 = 900_000_000;
 
 #[derive(Args, Debug)]
 pub struct LoadtestArgs {
-    /// Requests to send.
+    /// Requests to send (with --backfill: the most interactive requests
+    /// to send while the backlog drains).
     #[arg(long, default_value_t = 10_000)]
     requests: usize,
     /// Processes in each request.
     #[arg(long, default_value_t = 4)]
     processes_per_request: usize,
-    /// Requests per second (default: as fast as --concurrency allows).
+    /// Requests per second (default: as fast as --concurrency allows;
+    /// with --backfill: interactive requests per second, default 50).
     #[arg(long)]
     rate: Option<f64>,
     /// Most requests awaiting their reply at once.
@@ -47,6 +51,11 @@ pub struct LoadtestArgs {
     /// responder, and report the worker as a fraction of it.
     #[arg(long)]
     echo: bool,
+    /// Lanes mode: drain a backlog of N bulk requests alone, then drain
+    /// another N while interactive requests arrive at --rate; report the
+    /// interactive latency and both drain rates.
+    #[arg(long, value_name = "N", conflicts_with = "echo")]
+    backfill: Option<usize>,
     /// Service instances the requests are spread over.
     #[arg(long, default_value_t = 64)]
     service_instances: i64,
@@ -108,6 +117,24 @@ pub async fn run(settings: &Settings, args: LoadtestArgs) -> anyhow::Result<Exit
         args.allow_foreign_data,
     )
     .await?;
+    if let Some(backfill) = args.backfill {
+        let report = lanes::run(settings, &args, &cluster, &run_id, backfill).await?;
+        if args.json {
+            println!("{}", serde_json::to_string_pretty(&report)?);
+        } else {
+            lanes::print(&report);
+        }
+        if let Some(path) = &args.report {
+            std::fs::write(path, report::lanes_html(&report))
+                .with_context(|| format!("cannot write {}", path.display()))?;
+            eprintln!("report written to {}", path.display());
+        }
+        return Ok(if report.complete() && !report.interactive_ran_out {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::FAILURE
+        });
+    }
     let body = |i: usize| {
         request_body(
             &run_id,
@@ -133,6 +160,7 @@ pub async fn run(settings: &Settings, args: LoadtestArgs) -> anyhow::Result<Exit
             requests: args.requests,
             rate: args.rate,
             concurrency: args.concurrency,
+            until: None,
         };
         let sampler = cpu::Sampler::start(Vec::new());
         let measured = phase::run(&load, &body).await;
@@ -158,6 +186,7 @@ pub async fn run(settings: &Settings, args: LoadtestArgs) -> anyhow::Result<Exit
         requests: args.requests,
         rate: args.rate,
         concurrency: args.concurrency,
+        until: None,
     };
     let worker = phase::run(&load, &body).await?;
     sampler.abort();
@@ -370,23 +399,28 @@ fn print_report(report: &Report, json: bool) -> anyhow::Result<()> {
     }
     for (name, split) in [("echo", &report.echo_cpu), ("worker", &report.worker_cpu)] {
         if let Some(split) = split {
-            let parties: Vec<String> = cpu::PARTIES
-                .iter()
-                .map(|p| {
-                    format!(
-                        "{} {:.0} %",
-                        p.label(),
-                        split.parties_pct.get(p).copied().unwrap_or(0.0)
-                    )
-                })
-                .collect();
-            println!(
-                "{name} phase CPU: machine busy {:.0} % of {} cores ({})",
-                split.busy_pct,
-                split.cores,
-                parties.join(", ")
-            );
+            print_cpu(name, split);
         }
     }
     Ok(())
+}
+
+/// One line: where the machine's CPU went during a phase.
+fn print_cpu(name: &str, split: &cpu::CpuSplit) {
+    let parties: Vec<String> = cpu::PARTIES
+        .iter()
+        .map(|p| {
+            format!(
+                "{} {:.0} %",
+                p.label(),
+                split.parties_pct.get(p).copied().unwrap_or(0.0)
+            )
+        })
+        .collect();
+    println!(
+        "{name} phase CPU: machine busy {:.0} % of {} cores ({})",
+        split.busy_pct,
+        split.cores,
+        parties.join(", ")
+    );
 }

@@ -1,13 +1,16 @@
 //! `loadtest --report FILE.html`: one self-contained HTML file (inline SVG
 //! and CSS, no scripts, no fetches) with the latency percentile plot from
-//! the HdrHistogram, throughput over time, and the CPU split by process.
+//! the HdrHistogram, throughput over time, and the CPU split by process;
+//! in lanes mode (`--backfill`), the interactive lane's latency by
+//! percentile and over time and the bulk lane's replies per second.
 
 use std::fmt::Write;
 
 use super::{
     Report,
     cpu::{CpuSplit, PARTIES, Party, SAMPLE_EVERY},
-    phase::{Measured, THROUGHPUT_BUCKET},
+    lanes::LanesReport,
+    phase::{BucketLatency, Measured, THROUGHPUT_BUCKET},
 };
 
 const WIDTH: f64 = 860.0;
@@ -16,20 +19,28 @@ const MARGIN: f64 = 70.0;
 /// Colours of the echo and worker phases, and of the CPU parties.
 const PHASE_COLOURS: [&str; 2] = ["#8c8c8c", "#1f77b4"];
 const PARTY_COLOURS: [&str; 5] = ["#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd", "#c7c7c7"];
+/// Colours of the median and worst latency over time.
+const LATENCY_COLOURS: [&str; 2] = ["#1f77b4", "#d62728"];
 /// Nines shown on the percentile axis: 0 %, 90 %, 99 %, ... 99.999 %.
 const NINES: usize = 5;
 
-/// The whole page.
-pub fn html(report: &Report) -> String {
-    let mut page = String::from(
+/// The page's head and title.
+fn page_head() -> String {
+    String::from(
         "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
          <title>procinst loadtest</title><style>\
          body{font:14px system-ui,sans-serif;margin:24px;color:#222;max-width:920px}\
          table{border-collapse:collapse;margin:8px 0 24px}td,th{padding:4px 10px;border-bottom:1px solid #ddd;text-align:right}\
          th:first-child,td:first-child{text-align:left}svg{background:#fafafa;border:1px solid #e5e5e5}\
          .axis{stroke:#999}.grid{stroke:#e5e5e5}text{font-size:11px;fill:#555}\
+         td.name,th.name{text-align:left;white-space:nowrap}\
          </style></head><body>\n<h1>procinst loadtest</h1>\n",
-    );
+    )
+}
+
+/// The whole page.
+pub fn html(report: &Report) -> String {
+    let mut page = page_head();
     let _ = writeln!(
         page,
         "<p>{} processes per request, {} bytes per request.</p>",
@@ -49,6 +60,186 @@ pub fn html(report: &Report) -> String {
     }
     page.push_str("</body></html>\n");
     page
+}
+
+/// The whole page of a lanes run: both lanes' figures, the interactive
+/// lane's latency by percentile and over time, the bulk lane's replies per
+/// second in both phases, and the CPU split of each phase.
+pub fn lanes_html(report: &LanesReport) -> String {
+    let mut page = page_head();
+    let _ = writeln!(
+        page,
+        "<p>{} processes per request, {} bytes per request. A backfill of {} bulk requests \
+         drained alone, then again while interactive requests arrived at {}/s. A drain is timed \
+         from its first bulk publish to its last bulk reply.</p>",
+        report.processes_per_request, report.body_bytes, report.backfill, report.interactive_rate
+    );
+    page.push_str(&lanes_table(report));
+    page.push_str("<h2>Interactive latency by percentile</h2>\n");
+    page.push_str(&percentile_plot(&[("interactive", &report.interactive)]));
+    page.push_str("<h2>Interactive latency over time</h2>\n");
+    page.push_str(&latency_over_time_plot(&report.interactive));
+    let _ = writeln!(
+        page,
+        "<p>Median and worst publish-to-reply latency of the interactive replies received in \
+         each {} ms, from the start of the phase with both lanes.</p>",
+        THROUGHPUT_BUCKET.as_millis()
+    );
+    page.push_str("<h2>Bulk replies per second over time</h2>\n");
+    page.push_str(&throughput_plot(&[
+        ("bulk alone", &report.bulk_alone),
+        ("bulk with interactive", &report.bulk_with_interactive),
+    ]));
+    page.push_str("<h2>Bulk backlog over time</h2>\n");
+    page.push_str(&backlog_plot(&[
+        ("bulk alone", &report.bulk_alone),
+        ("bulk with interactive", &report.bulk_with_interactive),
+    ]));
+    let _ = writeln!(
+        page,
+        "<p>Bulk requests published and not yet answered at the end of each {} ms: the worker \
+         drains while the backlog is being queued.</p>",
+        THROUGHPUT_BUCKET.as_millis()
+    );
+    for (name, split) in [
+        ("bulk alone", &report.bulk_alone_cpu),
+        ("bulk with interactive", &report.with_interactive_cpu),
+    ] {
+        if let Some(split) = split {
+            let _ = writeln!(page, "<h2>CPU split, {name} phase</h2>");
+            page.push_str(&cpu_plot(split));
+        }
+    }
+    page.push_str("</body></html>\n");
+    page
+}
+
+fn lanes_table(report: &LanesReport) -> String {
+    let mut t = String::from(
+        "<table><tr><th>lane</th><th class=\"name\">phase</th><th>requests</th><th>answered</th><th>seconds</th>\
+         <th>req/s</th><th>p50 ms</th><th>p95 ms</th><th>p99 ms</th><th>max ms</th><th>errors</th></tr>\n",
+    );
+    for (lane, phase, m, latency) in [
+        ("bulk", "alone", &report.bulk_alone, false),
+        (
+            "bulk",
+            "with interactive",
+            &report.bulk_with_interactive,
+            false,
+        ),
+        ("interactive", "with bulk", &report.interactive, true),
+    ] {
+        let ms = |v: f64| {
+            if latency {
+                format!("{v:.1}")
+            } else {
+                "&ndash;".to_owned()
+            }
+        };
+        let _ = writeln!(
+            t,
+            "<tr><td class=\"name\">{lane}</td><td class=\"name\">{phase}</td><td>{}</td><td>{}</td><td>{:.2}</td><td>{:.0}</td>\
+             <td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            m.requests,
+            m.answered,
+            m.seconds,
+            m.requests_per_s,
+            ms(m.p50_ms),
+            ms(m.p95_ms),
+            ms(m.p99_ms),
+            ms(m.max_ms),
+            m.errors
+        );
+    }
+    t.push_str("</table>\n");
+    let _ = writeln!(
+        t,
+        "<p>bulk drain rate with interactive / alone: <b>{:.2}</b>; the backlog was queued in \
+         {:.2} s alone, {:.2} s with interactive; most unanswered at once: {} alone, {} with \
+         interactive.</p>",
+        report.bulk_with_interactive_over_alone,
+        report.bulk_alone.published_s,
+        report.bulk_with_interactive.published_s,
+        report.bulk_most_unanswered[0],
+        report.bulk_most_unanswered[1]
+    );
+    if report.interactive_ran_out {
+        t.push_str(
+            "<p><b>The interactive requests (--requests) ran out before the backlog drained: \
+             part of that drain had no interactive traffic.</b></p>\n",
+        );
+    }
+    t
+}
+
+/// The median and the worst latency of each bucket's replies, against the
+/// time since the phase began; buckets without replies are left out.
+fn latency_over_time_plot(m: &Measured) -> String {
+    let bucket_s = THROUGHPUT_BUCKET.as_secs_f64();
+    let points = |pick: fn(&BucketLatency) -> f64| -> Vec<(f64, f64)> {
+        m.latency_per_bucket
+            .iter()
+            .zip(&m.replies_per_bucket)
+            .enumerate()
+            .filter(|(_, (_, n))| **n > 0)
+            .map(|(i, (b, _))| ((i as f64 + 0.5) * bucket_s, pick(b)))
+            .collect()
+    };
+    series_plot(
+        &[
+            ("p50", LATENCY_COLOURS[0], points(|b| b.p50_ms)),
+            ("max", LATENCY_COLOURS[1], points(|b| b.max_ms)),
+        ],
+        "ms",
+        m.seconds,
+    )
+}
+
+/// Each phase's published, unanswered requests at the end of each bucket.
+fn backlog_plot(phases: &[(&str, &Measured)]) -> String {
+    let bucket_s = THROUGHPUT_BUCKET.as_secs_f64();
+    let series: Vec<Series<'_>> = phases
+        .iter()
+        .enumerate()
+        .map(|(i, (name, m))| {
+            let points = std::iter::once((0.0, 0.0))
+                .chain(
+                    m.unanswered_per_bucket()
+                        .iter()
+                        .enumerate()
+                        .map(|(b, n)| ((b as f64 + 1.0) * bucket_s, f64::from(*n))),
+                )
+                .collect();
+            (*name, PHASE_COLOURS[(i + 2 - phases.len()) % 2], points)
+        })
+        .collect();
+    let x_max = phases.iter().map(|(_, m)| m.seconds).fold(0.0, f64::max);
+    series_plot(&series, "", x_max)
+}
+
+/// One line of a plot: its name, colour and points.
+type Series<'a> = (&'a str, &'a str, Vec<(f64, f64)>);
+
+/// Lines against seconds, up to `x_max` at least.
+fn series_plot(series: &[Series<'_>], y_unit: &str, x_max: f64) -> String {
+    let points = || series.iter().flat_map(|(_, _, p)| p);
+    let x_max = points()
+        .map(|p| p.0)
+        .fold(x_max, f64::max)
+        .max(THROUGHPUT_BUCKET.as_secs_f64());
+    let y_max = points().map(|p| p.1).fold(1.0, f64::max);
+    let frame = Frame {
+        x_max,
+        y_max: nice_ceiling(y_max),
+    };
+    let mut svg = frame.open(y_unit, &seconds_labels(x_max));
+    for (_, colour, points) in series {
+        svg.push_str(&frame.polyline(points, colour));
+    }
+    let items: Vec<(&str, &str)> = series.iter().map(|(n, c, _)| (*n, *c)).collect();
+    svg.push_str(&legend(&items));
+    svg.push_str("</svg>\n");
+    svg
 }
 
 fn phases(report: &Report) -> Vec<(&'static str, &Measured)> {

@@ -1,0 +1,334 @@
+//! `loadtest --backfill N`: the two lanes against each other. A backfill of
+//! N bulk requests drains twice against the same running worker(s): first
+//! alone, then while interactive requests arrive at a fixed rate. The run
+//! reports the interactive requests' publish-to-reply latency and the bulk
+//! lane's drain rate in both phases, and the ratio of the two rates.
+//!
+//! - A drain is timed from the phase's first bulk publish to its last bulk
+//!   reply, so it includes the time the load generator takes to queue the
+//!   backlog (it publishes as fast as confirms allow, with no bound on the
+//!   replies awaited); the phases are alike in that, so the ratio compares
+//!   like with like. The time the backlog took to be queued, and the
+//!   largest backlog that stood (published, not yet answered), are
+//!   reported beside it.
+//! - Interactive requests are published from the second phase's start
+//!   until its last bulk reply, at `--rate` (50/s by default) and at most
+//!   `--requests` of them; each is awaited to the end.
+//! - Every phase has its own request ids and process names, so nothing is
+//!   answered from a stored reply. The bulk-alone phase runs first, on the
+//!   smaller database, which if anything favours it in the ratio.
+//! - Each stream (bulk, interactive) has its own inbox, so their replies
+//!   never mix.
+
+use std::time::Duration;
+
+use anyhow::Context;
+use lapin::{
+    options::QueueDeclareOptions,
+    types::{FieldTable, ShortString},
+};
+use serde::Serialize;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use super::{
+    LoadtestArgs, cpu,
+    phase::{self, Load, Measured},
+    request_body,
+};
+use crate::broker::{self, Cluster};
+use crate::config::{Lane, Settings};
+
+/// Interactive requests per second when `--rate` is not given.
+pub const DEFAULT_RATE: f64 = 50.0;
+
+/// What a lanes run measured.
+#[derive(Debug, Serialize)]
+pub struct LanesReport {
+    pub mode: &'static str,
+    pub processes_per_request: usize,
+    pub body_bytes: usize,
+    /// Bulk requests in each phase's backlog.
+    pub backfill: usize,
+    /// Interactive requests per second asked for.
+    pub interactive_rate: f64,
+    /// Phase 1: the backlog drains with no interactive traffic.
+    pub bulk_alone: Measured,
+    /// Where the machine's CPU went during phase 1.
+    pub bulk_alone_cpu: Option<cpu::CpuSplit>,
+    /// Phase 2: the backlog drains again while interactive requests arrive.
+    pub bulk_with_interactive: Measured,
+    /// The interactive requests of phase 2.
+    pub interactive: Measured,
+    /// Where the machine's CPU went during phase 2.
+    pub with_interactive_cpu: Option<cpu::CpuSplit>,
+    /// The most bulk requests published and not yet answered at once, in
+    /// phase 1 and in phase 2: the backlog that actually stood, since the
+    /// worker drains while the backlog is being queued.
+    pub bulk_most_unanswered: [u32; 2],
+    /// Phase 2's bulk drain rate over phase 1's.
+    pub bulk_with_interactive_over_alone: f64,
+    /// Whether phase 2 ran out of interactive requests (`--requests`)
+    /// before its backlog drained: then part of its drain had no
+    /// interactive traffic and the ratio flatters it.
+    pub interactive_ran_out: bool,
+}
+
+/// What every request of the run looks like.
+#[derive(Clone, Copy)]
+struct Shape {
+    processes: usize,
+    service_instances: i64,
+}
+
+/// One stream of requests to one lane, owned so that it runs as a task of
+/// its own: the bulk publisher's bursts then never delay an interactive
+/// publish.
+struct Stream {
+    queue: String,
+    run_id: String,
+    requests: usize,
+    rate: Option<f64>,
+    concurrency: usize,
+    until: Option<CancellationToken>,
+}
+
+fn spawn(cluster: &Cluster, shape: Shape, stream: Stream) -> JoinHandle<anyhow::Result<Measured>> {
+    let cluster = cluster.clone();
+    tokio::spawn(async move {
+        let load = Load {
+            cluster: &cluster,
+            queue: &stream.queue,
+            run_id: &stream.run_id,
+            requests: stream.requests,
+            rate: stream.rate,
+            concurrency: stream.concurrency,
+            until: stream.until.as_ref(),
+        };
+        phase::run(&load, |i| {
+            request_body(&stream.run_id, i, shape.processes, shape.service_instances)
+        })
+        .await
+    })
+}
+
+/// A backlog of `backfill` bulk requests, published as fast as confirms
+/// allow: every request may await its reply at once.
+fn backlog(settings: &Settings, run_id: String, backfill: usize) -> Stream {
+    Stream {
+        queue: settings.topology.queue(Lane::Bulk),
+        run_id,
+        requests: backfill,
+        rate: None,
+        concurrency: backfill,
+        until: None,
+    }
+}
+
+pub async fn run(
+    settings: &Settings,
+    args: &LoadtestArgs,
+    cluster: &Cluster,
+    run_id: &str,
+    backfill: usize,
+) -> anyhow::Result<LanesReport> {
+    anyhow::ensure!(backfill > 0, "--backfill must be at least 1");
+    let rate = args.rate.unwrap_or(DEFAULT_RATE);
+    anyhow::ensure!(
+        rate > 0.0 && rate.is_finite(),
+        "--rate must be a positive number of interactive requests per second"
+    );
+    for lane in Lane::ALL {
+        require_consumer(cluster, &settings.topology.queue(lane)).await?;
+    }
+    let shape = Shape {
+        processes: args.processes_per_request,
+        service_instances: args.service_instances.max(1),
+    };
+    let workers = cpu::workers_or_found(&args.worker_pids);
+
+    eprintln!("bulk alone: {backfill} bulk requests");
+    let sampler = cpu::Sampler::start(workers.clone());
+    let bulk_alone = spawn(
+        cluster,
+        shape,
+        backlog(settings, format!("{run_id}b"), backfill),
+    )
+    .await??;
+    let bulk_alone_cpu = sampler.finish().await;
+
+    eprintln!("bulk with interactive: {backfill} bulk requests, interactive at {rate}/s");
+    let drained = CancellationToken::new();
+    let sampler = cpu::Sampler::start(workers);
+    let bulk = spawn(
+        cluster,
+        shape,
+        backlog(settings, format!("{run_id}w"), backfill),
+    );
+    let interactive = spawn(
+        cluster,
+        shape,
+        Stream {
+            queue: settings.topology.queue(Lane::Interactive),
+            run_id: format!("{run_id}i"),
+            requests: args.requests,
+            rate: Some(rate),
+            concurrency: args.concurrency,
+            until: Some(drained.clone()),
+        },
+    );
+    let bulk = bulk.await;
+    drained.cancel();
+    let interactive = interactive.await??;
+    let bulk_with_interactive = bulk??;
+    let with_interactive_cpu = sampler.finish().await;
+
+    // The interactive stream stops at the backlog's last reply; having
+    // sent all it may before that means it ran out.
+    let interactive_ran_out = interactive.requests == args.requests
+        && interactive.published_s < bulk_with_interactive.seconds - 1.0 / rate;
+    let most_unanswered = |m: &Measured| m.unanswered_per_bucket().into_iter().max().unwrap_or(0);
+    Ok(LanesReport {
+        mode: "lanes",
+        bulk_most_unanswered: [
+            most_unanswered(&bulk_alone),
+            most_unanswered(&bulk_with_interactive),
+        ],
+        processes_per_request: args.processes_per_request,
+        body_bytes: request_body(run_id, 0, shape.processes, shape.service_instances).len(),
+        backfill,
+        interactive_rate: rate,
+        bulk_with_interactive_over_alone: bulk_with_interactive.requests_per_s
+            / bulk_alone.requests_per_s.max(f64::EPSILON),
+        bulk_alone,
+        bulk_alone_cpu,
+        bulk_with_interactive,
+        interactive,
+        with_interactive_cpu,
+        interactive_ran_out,
+    })
+}
+
+impl LanesReport {
+    /// Every request of every phase was answered, successfully.
+    pub fn complete(&self) -> bool {
+        [
+            (&self.bulk_alone, self.backfill),
+            (&self.bulk_with_interactive, self.backfill),
+            (&self.interactive, self.interactive.requests),
+        ]
+        .iter()
+        .all(|(m, expected)| m.requests == *expected && m.answered == *expected && m.errors == 0)
+    }
+}
+
+/// Refuses to start unless the lane's queue exists and something consumes
+/// it: publishing to a missing queue drops every request, and a queue
+/// nobody serves would only be timed out.
+async fn require_consumer(cluster: &Cluster, queue: &str) -> anyhow::Result<()> {
+    let broker = broker::connect(cluster, "procinst loadtest").await?;
+    let declared = tokio::time::timeout(
+        Duration::from_secs(10),
+        broker.consume.queue_declare(
+            ShortString::from(queue),
+            QueueDeclareOptions {
+                passive: true,
+                ..QueueDeclareOptions::default()
+            },
+            FieldTable::default(),
+        ),
+    )
+    .await
+    .with_context(|| format!("RabbitMQ did not say whether queue {queue} exists"))?;
+    broker.close().await;
+    let declared = declared.with_context(|| {
+        format!("queue {queue} does not exist: start a worker (`procinst run`) first")
+    })?;
+    anyhow::ensure!(
+        declared.consumer_count() > 0,
+        "nothing consumes queue {queue}: start a worker (`procinst run`) first"
+    );
+    Ok(())
+}
+
+pub fn print(report: &LanesReport) {
+    println!(
+        "{} processes per request, {} bytes per request",
+        report.processes_per_request, report.body_bytes
+    );
+    println!(
+        "backfill of {} bulk requests, drained alone, then again with interactive requests at {}/s",
+        report.backfill, report.interactive_rate
+    );
+    println!(
+        "{:<12} {:<17} {:>9} {:>9} {:>8} {:>10} {:>8} {:>8} {:>8} {:>8} {:>7}",
+        "lane",
+        "phase",
+        "requests",
+        "answered",
+        "seconds",
+        "req/s",
+        "p50 ms",
+        "p95 ms",
+        "p99 ms",
+        "max ms",
+        "errors"
+    );
+    let row = |lane: &str, phase: &str, m: &Measured, latency: bool| {
+        let ms = |v: f64| {
+            if latency {
+                format!("{v:.1}")
+            } else {
+                "-".to_owned()
+            }
+        };
+        println!(
+            "{lane:<12} {phase:<17} {:>9} {:>9} {:>8.2} {:>10.0} {:>8} {:>8} {:>8} {:>8} {:>7}",
+            m.requests,
+            m.answered,
+            m.seconds,
+            m.requests_per_s,
+            ms(m.p50_ms),
+            ms(m.p95_ms),
+            ms(m.p99_ms),
+            ms(m.max_ms),
+            m.errors
+        );
+    };
+    row("bulk", "alone", &report.bulk_alone, false);
+    row(
+        "bulk",
+        "with interactive",
+        &report.bulk_with_interactive,
+        false,
+    );
+    row("interactive", "with bulk", &report.interactive, true);
+    println!(
+        "bulk drain rate with interactive / alone: {:.2}",
+        report.bulk_with_interactive_over_alone
+    );
+    println!(
+        "bulk backlog queued in {:.2} s alone, {:.2} s with interactive; \
+         most unanswered at once: {} alone, {} with interactive",
+        report.bulk_alone.published_s,
+        report.bulk_with_interactive.published_s,
+        report.bulk_most_unanswered[0],
+        report.bulk_most_unanswered[1]
+    );
+    if report.interactive_ran_out {
+        println!(
+            "warning: the {} interactive requests (--requests) were all sent {:.1} s before the backlog drained; \
+             raise --requests",
+            report.interactive.requests,
+            report.bulk_with_interactive.seconds - report.interactive.published_s
+        );
+    }
+    for (name, split) in [
+        ("bulk alone", &report.bulk_alone_cpu),
+        ("bulk with interactive", &report.with_interactive_cpu),
+    ] {
+        if let Some(split) = split {
+            super::print_cpu(name, split);
+        }
+    }
+}
