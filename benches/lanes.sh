@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# The lanes against each other, and against one FIFO queue, in one run:
+# one worker, then `procinst loadtest --backfill N --rate RATE` twice:
+#   lanes:  the backfill on the bulk lane, interactive requests on the
+#           interactive lane (what procinst does);
+#   fifo:   the backfill published to the interactive lane too, so that
+#           interactive requests queue behind it as in a single queue (the
+#           worker's bulk lane stays idle).
+# Each run prints both lanes' figures: bulk drained alone, then again with
+# interactive traffic, and the interactive latency.
+#
+#   benches/lanes.sh [N] [RATE]        (default 60000, 50)
+#
+# Worker settings come from the environment; BENCH_BIN runs that
+# executable instead of building the release one; BENCH_REPORT=DIR writes
+# each run's HTML page there.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+. benches/common.sh
+n=${1:-60000}
+rate=${2:-50}
+export DATABASE_URL=${BENCH_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/procinst_lanes}
+export PROCINST_REQUEST_QUEUE=procinst.lanes.requests
+export PROCINST_REPLY_QUEUE=procinst.lanes.replies
+export PROCINST_DEAD_LETTER_QUEUE=procinst.lanes.dead
+export PROCINST_DEAD_LETTER_EXCHANGE=procinst.lanes.dlx
+export PROCINST_HTTP_ADDR=127.0.0.1:9496
+export RUST_LOG=${RUST_LOG:-warn}
+bin=$(bench_bin)
+remove_bench_objects || true
+trap 'kill -TERM "$pid" 2>/dev/null && { wait "$pid" || true; }; remove_bench_objects' EXIT
+$bin run &
+pid=$!
+for _ in $(seq 1 60); do $bin health >/dev/null 2>&1 && break; sleep 1; done
+for mode in lanes fifo; do
+  report=()
+  [ -n "${BENCH_REPORT:-}" ] && mkdir -p "$BENCH_REPORT" && report=(--report "$BENCH_REPORT/$mode.html")
+  echo "== $mode"
+  if [ "$mode" = fifo ]; then
+    PROCINST_BULK_QUEUE=$PROCINST_REQUEST_QUEUE $bin loadtest --backfill "$n" --rate "$rate" --worker-pid "$pid" "${report[@]}" || true
+  else
+    $bin loadtest --backfill "$n" --rate "$rate" --worker-pid "$pid" "${report[@]}" || true
+  fi
+done
