@@ -13,7 +13,8 @@
 #
 # Worker settings come from the environment; BENCH_BIN runs that
 # executable instead of building the release one; BENCH_REPORT=DIR writes
-# each run's HTML page there.
+# each run's HTML page there; BENCH_METRICS=1 prints, after each run, the
+# worker's mean time per stage and lane so far (procinst_stage_seconds).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . benches/common.sh
@@ -40,5 +41,14 @@ for mode in lanes fifo; do
     PROCINST_BULK_QUEUE=$PROCINST_REQUEST_QUEUE $bin loadtest --backfill "$n" --rate "$rate" --worker-pid "$pid" "${report[@]}" || true
   else
     $bin loadtest --backfill "$n" --rate "$rate" --worker-pid "$pid" "${report[@]}" || true
+  fi
+  if [ -n "${BENCH_METRICS:-}" ]; then
+    curl -s "$PROCINST_HTTP_ADDR/metrics" | awk '
+      /^procinst_stage_seconds_(sum|count)\{/ {
+        match($0, /stage="[^"]*"/); stage = substr($0, RSTART + 7, RLENGTH - 8)
+        match($0, /lane="[^"]*"/); lane = substr($0, RSTART + 6, RLENGTH - 7)
+        if ($0 ~ /_sum\{/) sum[lane " " stage] = $2; else count[lane " " stage] = $2
+      }
+      END { for (k in sum) if (count[k] > 0) printf "mean %-22s %8.2f ms over %d batches\n", k, 1000 * sum[k] / count[k], count[k] }' | sort
   fi
 done

@@ -130,19 +130,23 @@ fn tracer_provider() -> SdkTracerProvider {
     builder.build()
 }
 
-/// Runs a stage of the batch path and records its duration.
-pub async fn timed<T>(stage: &'static str, work: impl std::future::Future<Output = T>) -> T {
+/// Runs a stage of a lane's batch path and records its duration.
+pub async fn timed<T>(
+    stage: &'static str,
+    lane: &'static str,
+    work: impl std::future::Future<Output = T>,
+) -> T {
     let started = std::time::Instant::now();
     let out = work.await;
-    metrics::histogram!("procinst_stage_seconds", "stage" => stage)
+    metrics::histogram!("procinst_stage_seconds", "stage" => stage, "lane" => lane)
         .record(started.elapsed().as_secs_f64());
     out
 }
 
-pub fn timed_sync<T>(stage: &'static str, work: impl FnOnce() -> T) -> T {
+pub fn timed_sync<T>(stage: &'static str, lane: &'static str, work: impl FnOnce() -> T) -> T {
     let started = std::time::Instant::now();
     let out = work();
-    metrics::histogram!("procinst_stage_seconds", "stage" => stage)
+    metrics::histogram!("procinst_stage_seconds", "stage" => stage, "lane" => lane)
         .record(started.elapsed().as_secs_f64());
     out
 }

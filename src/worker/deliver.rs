@@ -101,6 +101,7 @@ impl<'a> Deliverer<'a> {
         }
         let delivered = timed(
             "deliver",
+            self.lane.as_str(),
             publish_and_ack(&self.publisher, self.topology, self.lane, &messages),
         );
         let result = match delivered

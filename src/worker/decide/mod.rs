@@ -170,7 +170,7 @@ impl<'a> Decider<'a> {
         if redelivered > 0 {
             metrics::counter!("procinst_redeliveries_total").increment(redelivered as u64);
         }
-        let mut messages = parse_batch(messages, self.limits).await;
+        let mut messages = parse_batch(messages, self.limits, lane).await;
         let decided = self
             .decide(&mut messages, &turn)
             .instrument(span.clone())
@@ -213,7 +213,7 @@ impl<'a> Decider<'a> {
     async fn decide(&self, messages: &mut [Message], turn: &Turn) -> Result<(), GivenUp> {
         turn.claim(Keys::of(messages.iter().filter_map(|m| m.parsed.as_ref())));
         // Never closed, so the permit is always there once it is our turn.
-        let _slot = timed("slot", self.writers.acquire()).await;
+        let _slot = timed("slot", self.lane.as_str(), self.writers.acquire()).await;
         let mut rounds = rounds(messages);
         let mut retry = Backoff::new(DB_RETRY_MIN, DB_RETRY_MAX);
         while let Some(mut round) = rounds.pop_front() {
@@ -322,7 +322,12 @@ impl<'a> Decider<'a> {
             new_processes: query.keys.len(),
         };
         let client = self.pool.get().await?;
-        let (write, lookup) = timed("lookup", store::Round::begin(client, &wanted)).await?;
+        let (write, lookup) = timed(
+            "lookup",
+            self.lane.as_str(),
+            store::Round::begin(client, &wanted),
+        )
+        .await?;
         if read_collisions {
             self.collision_read.found(!lookup.existing.is_empty());
         }
@@ -336,8 +341,13 @@ impl<'a> Decider<'a> {
         // which conflict with schema changes alone. And it cannot deadlock:
         // a turn waits only for earlier turns, which never wait for it. The
         // pool holds twice as many connections as batches decided at once.
-        timed("turn", turn.wait()).await;
-        timed("write", write.commit(&planned.rows, self.limits.retention)).await?;
+        timed("turn", self.lane.as_str(), turn.wait()).await;
+        timed(
+            "write",
+            self.lane.as_str(),
+            write.commit(&planned.rows, self.limits.retention),
+        )
+        .await?;
         Ok(planned.fates)
     }
 }
@@ -365,10 +375,10 @@ fn rounds(messages: &[Message]) -> VecDeque<Round> {
 /// Parses every message of a batch ([`Message::parse`]): on the blocking
 /// pool when the batch is large enough to be worth the hand-off, else in
 /// place.
-async fn parse_batch(messages: Vec<Message>, limits: Limits) -> Vec<Message> {
+async fn parse_batch(messages: Vec<Message>, limits: Limits, lane: &'static str) -> Vec<Message> {
     let apart = messages.len() >= PARSE_APART_FROM;
     beside(messages, apart, move |messages| {
-        timed_sync("parse", || {
+        timed_sync("parse", lane, || {
             for message in messages {
                 message.parse(limits);
             }
