@@ -286,19 +286,12 @@ impl Settings {
     }
 
     /// Batches of one lane written at once, each on its own connection:
-    /// half the pool. The two lanes together write at most one more (see
-    /// [`Settings::writers`]), so that a connection stays free for
-    /// readiness probes and pruning whenever the pool has three or more.
+    /// half the pool. The two lanes together write at most one more (a
+    /// slot only interactive batches may take), so that a connection stays
+    /// free for readiness probes and pruning whenever the pool has three
+    /// or more.
     pub fn concurrent_batches(&self) -> usize {
         (self.db_pool_size / 2).max(1)
-    }
-
-    /// Batches written at once by both lanes together: the bulk lane's
-    /// [`Settings::concurrent_batches`] and one more, so that an
-    /// interactive batch always finds a writer slot that bulk work cannot
-    /// take.
-    pub fn writers(&self) -> usize {
-        self.concurrent_batches() + 1
     }
 
     /// The most raw body bytes the worker can hold: the broker hands it up

@@ -224,11 +224,11 @@ impl Worker {
 
 /// What the lanes of a session share: the order of writes that share a
 /// key, what was learnt about reading existing processes, and the writer
-/// slots of which bulk batches may hold all but one.
+/// slots, of which bulk batches may hold all but one.
 pub(crate) struct Shared {
     turnstile: decide::Turnstile,
     collision_read: decide::CollisionRead,
-    writers: tokio::sync::Semaphore,
+    writers: decide::Writers,
 }
 
 impl Shared {
@@ -236,7 +236,7 @@ impl Shared {
         Self {
             turnstile: decide::Turnstile::default(),
             collision_read: decide::CollisionRead::default(),
-            writers: tokio::sync::Semaphore::new(settings.writers()),
+            writers: decide::Writers::new(settings.concurrent_batches()),
         }
     }
 }

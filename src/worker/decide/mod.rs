@@ -40,7 +40,7 @@ use crate::store::{self, StoreError};
 use crate::telemetry::{error_chain, timed, timed_sync};
 pub(super) use collision_read::CollisionRead;
 use plan::Query;
-use tokio::sync::Semaphore;
+use tokio::sync::{Semaphore, SemaphorePermit};
 pub(super) use turnstile::Turnstile;
 use turnstile::{Keys, Turn};
 
@@ -61,6 +61,38 @@ pub(super) struct Decided {
     pub(super) messages: Vec<Answered>,
     pub(super) started: Instant,
     pub(super) span: Span,
+}
+
+/// The writer slots of a session: `concurrent_batches` that either lane may
+/// take, and one more that only the interactive lane may. A bulk batch
+/// therefore never holds the last slot, and an interactive batch never
+/// queues behind bulk batches waiting for one: it takes the reserved slot
+/// when that is free, else whichever shared slot frees first.
+pub(crate) struct Writers {
+    shared: Semaphore,
+    reserved: Semaphore,
+}
+
+impl Writers {
+    pub(crate) fn new(shared: usize) -> Self {
+        Self {
+            shared: Semaphore::new(shared),
+            reserved: Semaphore::new(1),
+        }
+    }
+
+    /// A slot for a batch of `lane`, held until dropped. The semaphores are
+    /// never closed, so a slot always comes.
+    async fn acquire(&self, lane: Lane) -> Option<SemaphorePermit<'_>> {
+        match lane {
+            Lane::Bulk => self.shared.acquire().await.ok(),
+            Lane::Interactive => tokio::select! {
+                biased;
+                reserved = self.reserved.acquire() => reserved.ok(),
+                shared = self.shared.acquire() => shared.ok(),
+            },
+        }
+    }
 }
 
 /// How a batch was given up.
@@ -86,11 +118,9 @@ pub(super) struct Decider<'a> {
     collision_read: &'a CollisionRead,
     /// Orders the writes of both lanes' batches that share a key.
     turnstile: &'a Turnstile,
-    /// The writer slots both lanes share: a batch holds one from its claim
-    /// at the turnstile to its end, and since a lane decides at most
-    /// `concurrent_batches` at once and there is one slot more, the bulk
-    /// lane can never take the slot an interactive batch needs.
-    writers: &'a Semaphore,
+    /// The writer slots both lanes share, held by a batch from its claim
+    /// at the turnstile to its end.
+    writers: &'a Writers,
     health: &'a Health,
     concurrent_batches: usize,
 }
@@ -213,7 +243,7 @@ impl<'a> Decider<'a> {
     async fn decide(&self, messages: &mut [Message], turn: &Turn) -> Result<(), GivenUp> {
         turn.claim(Keys::of(messages.iter().filter_map(|m| m.parsed.as_ref())));
         // Never closed, so the permit is always there once it is our turn.
-        let _slot = timed("slot", self.lane.as_str(), self.writers.acquire()).await;
+        let _slot = timed("slot", self.lane.as_str(), self.writers.acquire(self.lane)).await;
         let mut rounds = rounds(messages);
         let mut retry = Backoff::new(DB_RETRY_MIN, DB_RETRY_MAX);
         while let Some(mut round) = rounds.pop_front() {
@@ -440,6 +470,44 @@ async fn hand_back(messages: &[Message]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Whether `slot` resolves without waiting.
+    fn now<'a>(
+        slot: impl Future<Output = Option<SemaphorePermit<'a>>>,
+    ) -> Option<SemaphorePermit<'a>> {
+        use futures::FutureExt;
+        slot.now_or_never().flatten()
+    }
+
+    #[tokio::test]
+    async fn bulk_never_holds_the_last_writer_slot_and_interactive_never_queues_behind_it() {
+        let writers = std::sync::Arc::new(Writers::new(2));
+        let bulk: Vec<_> = (0..2)
+            .map(|_| now(writers.acquire(Lane::Bulk)).expect("a shared slot"))
+            .collect();
+        // A third bulk batch queues for a slot.
+        let queued = tokio::spawn({
+            let writers = writers.clone();
+            async move { writers.acquire(Lane::Bulk).await.is_some() }
+        });
+        tokio::task::yield_now().await;
+        assert!(!queued.is_finished(), "a third bulk batch waits");
+        let interactive = now(writers.acquire(Lane::Interactive));
+        assert!(
+            interactive.is_some(),
+            "an interactive batch takes the reserved slot, ahead of the queued bulk one"
+        );
+        assert!(
+            now(writers.acquire(Lane::Interactive)).is_none(),
+            "a second interactive batch waits for a slot to free"
+        );
+        drop(bulk);
+        let took = tokio::time::timeout(Duration::from_secs(5), queued)
+            .await
+            .expect("the queued bulk batch gets a freed slot")
+            .expect("the task ran");
+        assert!(took);
+    }
 
     #[tokio::test(flavor = "current_thread")]
     async fn work_apart_runs_on_another_thread_and_hands_back_what_it_took() {
