@@ -453,10 +453,10 @@ mod tests {
     }
 
     #[test]
-    fn the_defaults_hold_at_most_two_gib_of_bodies() {
-        assert_eq!(settings(&[]).held_body_bytes_at_most(), 2 << 30);
+    fn the_defaults_hold_at_most_four_gib_of_bodies_two_on_each_lane() {
+        assert_eq!(settings(&[]).held_body_bytes_at_most(), 4 << 30);
         let lower = settings(&["--prefetch", "512", "--max-body-bytes", "65536"]);
-        assert_eq!(lower.held_body_bytes_at_most(), 32 << 20);
+        assert_eq!(lower.held_body_bytes_at_most(), 64 << 20);
     }
 
     #[test]
