@@ -7,7 +7,9 @@
 #           interactive requests queue behind it as in a single queue (the
 #           worker's bulk lane stays idle).
 # Each run prints both lanes' figures: bulk drained alone, then again with
-# interactive traffic, and the interactive latency.
+# interactive traffic, and the interactive latency. Each backlog is queued
+# whole with the worker stopped (`--queue-first`), so that N requests
+# stand when it drains and no publishing competes with the drain.
 #
 #   benches/lanes.sh [N] [RATE]        (default 60000, 50)
 #
@@ -38,9 +40,9 @@ for mode in lanes fifo; do
   [ -n "${BENCH_REPORT:-}" ] && mkdir -p "$BENCH_REPORT" && report=(--report "$BENCH_REPORT/$mode.html")
   echo "== $mode"
   if [ "$mode" = fifo ]; then
-    PROCINST_BULK_QUEUE=$PROCINST_REQUEST_QUEUE $bin loadtest --backfill "$n" --rate "$rate" --worker-pid "$pid" "${report[@]}" || true
+    PROCINST_BULK_QUEUE=$PROCINST_REQUEST_QUEUE $bin loadtest --backfill "$n" --rate "$rate" --queue-first --worker-pid "$pid" "${report[@]}" || true
   else
-    $bin loadtest --backfill "$n" --rate "$rate" --worker-pid "$pid" "${report[@]}" || true
+    $bin loadtest --backfill "$n" --rate "$rate" --queue-first --worker-pid "$pid" "${report[@]}" || true
   fi
   if [ -n "${BENCH_METRICS:-}" ]; then
     curl -s "$PROCINST_HTTP_ADDR/metrics" | awk '

@@ -289,3 +289,54 @@ async fn loadtest_lanes_mode_drains_a_backfill_alone_and_beside_interactive_requ
     assert_self_contained(&html);
     render(&page, "lanes", 2900).await;
 }
+
+/// `--queue-first`: the worker is stopped while each backlog is queued, so
+/// the whole backlog stands when it continues, and the drains are timed
+/// from then.
+#[tokio::test]
+async fn loadtest_lanes_mode_can_queue_each_backlog_whole_before_it_drains() {
+    let mut env = Env::new().await;
+    let w = env.start_worker(&[]).await;
+    let pid = env.worker(w).child.id().to_string();
+    let backfill = 1000;
+    let out = env.procinst(
+        &[
+            "loadtest",
+            "--backfill",
+            &backfill.to_string(),
+            "--rate",
+            "50",
+            "--queue-first",
+            "--worker-pid",
+            &pid,
+        ],
+        None,
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains("each backlog queued whole with the workers stopped"),
+        "{text}"
+    );
+    // The whole backlog stood at once: the worker answered nothing while
+    // it was queued.
+    let most = text
+        .lines()
+        .find_map(|l| l.split_once("most unanswered at once: "))
+        .map(|(_, rest)| rest.to_owned())
+        .expect("the backlog line");
+    assert!(
+        most.starts_with(&format!("{backfill} alone, {backfill} with interactive")),
+        "{most}"
+    );
+    assert!(
+        std::fs::read_to_string(format!("/proc/{pid}/status"))
+            .map(|s| !s.contains("State:\tT"))
+            .unwrap_or(true),
+        "the worker was continued"
+    );
+}

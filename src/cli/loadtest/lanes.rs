@@ -19,6 +19,11 @@
 //!   smaller database, which if anything favours it in the ratio.
 //! - Each stream (bulk, interactive) has its own inbox, so their replies
 //!   never mix.
+//! - With `--queue-first`, the workers are stopped (SIGSTOP) while each
+//!   backlog is queued and continued (SIGCONT) once all of it is confirmed:
+//!   the whole backlog then stands, the drain is timed from that moment,
+//!   and interactive requests start with it, so that no publishing of the
+//!   backlog competes with the drain for the machine.
 
 use std::time::Duration;
 
@@ -72,6 +77,9 @@ pub struct LanesReport {
     /// before its backlog drained: then part of its drain had no
     /// interactive traffic and the ratio flatters it.
     pub interactive_ran_out: bool,
+    /// Whether the backlogs were queued with the workers stopped, and the
+    /// drains timed from when they were continued.
+    pub queued_first: bool,
 }
 
 /// What every request of the run looks like.
@@ -91,6 +99,7 @@ struct Stream {
     rate: Option<f64>,
     concurrency: usize,
     until: Option<CancellationToken>,
+    published: Option<CancellationToken>,
 }
 
 fn spawn(cluster: &Cluster, shape: Shape, stream: Stream) -> JoinHandle<anyhow::Result<Measured>> {
@@ -104,6 +113,7 @@ fn spawn(cluster: &Cluster, shape: Shape, stream: Stream) -> JoinHandle<anyhow::
             rate: stream.rate,
             concurrency: stream.concurrency,
             until: stream.until.as_ref(),
+            published: stream.published.as_ref(),
         };
         phase::run(&load, |i| {
             request_body(&stream.run_id, i, shape.processes, shape.service_instances)
@@ -122,7 +132,47 @@ fn backlog(settings: &Settings, run_id: String, backfill: usize) -> Stream {
         rate: None,
         concurrency: backfill,
         until: None,
+        published: Some(CancellationToken::new()),
     }
+}
+
+/// Sends `signal` (`STOP`, `CONT`) to every worker.
+fn signal(workers: &[u32], signal: &str) -> anyhow::Result<()> {
+    for pid in workers {
+        let sent = std::process::Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(pid.to_string())
+            .status()
+            .context("running kill")?;
+        anyhow::ensure!(sent.success(), "cannot send SIG{signal} to worker {pid}");
+    }
+    Ok(())
+}
+
+/// With `--queue-first`: the workers stopped until the backlog `queued`
+/// says it is all confirmed, then continued. Without, nothing.
+async fn queue_first(
+    on: bool,
+    workers: &[u32],
+    queued: Option<CancellationToken>,
+) -> anyhow::Result<()> {
+    let Some(queued) = queued.filter(|_| on) else {
+        return Ok(());
+    };
+    anyhow::ensure!(
+        !workers.is_empty(),
+        "--queue-first needs the workers' processes (--worker-pid, or `procinst run` on this machine)"
+    );
+    queued.cancelled().await;
+    signal(workers, "CONT")
+}
+
+/// A drain timed from when its backlog was all queued (with the workers
+/// stopped until then).
+fn from_queued(mut drain: Measured) -> Measured {
+    drain.seconds -= drain.published_s;
+    drain.requests_per_s = drain.answered as f64 / drain.seconds.max(f64::EPSILON);
+    drain
 }
 
 pub async fn run(
@@ -147,24 +197,32 @@ pub async fn run(
     };
     let workers = cpu::workers_or_found(&args.worker_pids);
 
+    let first = args.queue_first;
+    let stop = |backlog: &Stream| -> anyhow::Result<Option<CancellationToken>> {
+        if first {
+            signal(&workers, "STOP")?;
+        }
+        Ok(backlog.published.clone())
+    };
+
     eprintln!("bulk alone: {backfill} bulk requests");
+    let alone = backlog(settings, format!("{run_id}b"), backfill);
+    let queued = stop(&alone)?;
+    let bulk = spawn(cluster, shape, alone);
+    let resumed = queue_first(first, &workers, queued).await;
     let sampler = cpu::Sampler::start(workers.clone());
-    let bulk_alone = spawn(
-        cluster,
-        shape,
-        backlog(settings, format!("{run_id}b"), backfill),
-    )
-    .await??;
+    resumed?;
+    let mut bulk_alone = bulk.await??;
     let bulk_alone_cpu = sampler.finish().await;
 
     eprintln!("bulk with interactive: {backfill} bulk requests, interactive at {rate}/s");
     let drained = CancellationToken::new();
+    let beside = backlog(settings, format!("{run_id}w"), backfill);
+    let queued = stop(&beside)?;
+    let bulk = spawn(cluster, shape, beside);
+    let resumed = queue_first(first, &workers, queued).await;
     let sampler = cpu::Sampler::start(workers);
-    let bulk = spawn(
-        cluster,
-        shape,
-        backlog(settings, format!("{run_id}w"), backfill),
-    );
+    resumed?;
     let interactive = spawn(
         cluster,
         shape,
@@ -175,13 +233,18 @@ pub async fn run(
             rate: Some(rate),
             concurrency: args.concurrency,
             until: Some(drained.clone()),
+            published: None,
         },
     );
     let bulk = bulk.await;
     drained.cancel();
     let interactive = interactive.await??;
-    let bulk_with_interactive = bulk??;
+    let mut bulk_with_interactive = bulk??;
     let with_interactive_cpu = sampler.finish().await;
+    if first {
+        bulk_alone = from_queued(bulk_alone);
+        bulk_with_interactive = from_queued(bulk_with_interactive);
+    }
 
     // The interactive stream stops at the backlog's last reply; having
     // sent all it may before that means it ran out.
@@ -206,6 +269,7 @@ pub async fn run(
         interactive,
         with_interactive_cpu,
         interactive_ran_out,
+        queued_first: first,
     })
 }
 
@@ -260,6 +324,11 @@ pub fn print(report: &LanesReport) {
         "backfill of {} bulk requests, drained alone, then again with interactive requests at {}/s",
         report.backfill, report.interactive_rate
     );
+    if report.queued_first {
+        println!(
+            "each backlog queued whole with the workers stopped; drains timed from when they continued"
+        );
+    }
     println!(
         "{:<12} {:<17} {:>9} {:>9} {:>8} {:>10} {:>8} {:>8} {:>8} {:>8} {:>7}",
         "lane",

@@ -56,6 +56,12 @@ pub struct LoadtestArgs {
     /// interactive latency and both drain rates.
     #[arg(long, value_name = "N", conflicts_with = "echo")]
     backfill: Option<usize>,
+    /// With --backfill: stop the workers (SIGSTOP) while each backlog is
+    /// queued and continue them (SIGCONT) once it all is, so that a whole
+    /// backlog of N drains, timed from then, with no publishing beside it.
+    /// For a worker on this machine only.
+    #[arg(long, requires = "backfill")]
+    queue_first: bool,
     /// Service instances the requests are spread over.
     #[arg(long, default_value_t = 64)]
     service_instances: i64,
@@ -161,6 +167,7 @@ pub async fn run(settings: &Settings, args: LoadtestArgs) -> anyhow::Result<Exit
             rate: args.rate,
             concurrency: args.concurrency,
             until: None,
+            published: None,
         };
         let sampler = cpu::Sampler::start(Vec::new());
         let measured = phase::run(&load, &body).await;
@@ -187,6 +194,7 @@ pub async fn run(settings: &Settings, args: LoadtestArgs) -> anyhow::Result<Exit
         rate: args.rate,
         concurrency: args.concurrency,
         until: None,
+        published: None,
     };
     let worker = phase::run(&load, &body).await?;
     sampler.abort();

@@ -40,6 +40,8 @@ pub struct Load<'a> {
     /// Stop publishing once this is cancelled (at most `requests` are sent
     /// either way); the phase then waits for the replies of those sent.
     pub until: Option<&'a CancellationToken>,
+    /// Cancelled once every request is published and confirmed.
+    pub published: Option<&'a CancellationToken>,
 }
 
 /// What a phase measured.
@@ -84,6 +86,9 @@ pub struct BucketLatency {
 /// Publishes `body(i)` for every request (until `load.until` is
 /// cancelled) and measures until all replies of those published are in.
 pub async fn run(load: &Load<'_>, body: impl Fn(usize) -> Vec<u8>) -> anyhow::Result<Measured> {
+    // Whatever happens, `published` ends up cancelled: a caller that
+    // stopped the workers until then continues them.
+    let _published_at_the_latest = load.published.map(|t| t.clone().drop_guard());
     let broker = broker::connect(load.cluster, "procinst loadtest").await?;
     let inbox = Inbox::open(&broker.consume).await?;
     let reply_to = inbox.name.clone();
@@ -169,6 +174,9 @@ pub async fn run(load: &Load<'_>, body: impl Fn(usize) -> Vec<u8>) -> anyhow::Re
         confirmed?;
     }
     let published_s = start.elapsed().as_secs_f64();
+    if let Some(all) = load.published {
+        all.cancel();
+    }
     let mut published_per_bucket = Vec::new();
     for at in sent.iter().take(count) {
         let bucket = (at.load(Ordering::Relaxed) / THROUGHPUT_BUCKET.as_nanos() as u64) as usize;
