@@ -1,8 +1,10 @@
 //! `loadtest --backfill N`: the two lanes against each other. A backfill of
-//! N bulk requests drains twice against the same running worker(s): first
-//! alone, then while interactive requests arrive at a fixed rate. The run
-//! reports the interactive requests' publish-to-reply latency and the bulk
-//! lane's drain rate in both phases, and the ratio of the two rates.
+//! N bulk requests drains three times against the same running worker(s):
+//! alone, then while interactive requests arrive at a fixed rate, then
+//! alone again. The run reports the interactive requests' publish-to-reply
+//! latency, the bulk lane's drain rate in each phase, and the ratio of the
+//! second drain's rate to the mean of the other two (the database grows
+//! from one phase to the next, which alone slows each drain a little).
 //!
 //! - A drain is timed from the phase's first bulk publish to its last bulk
 //!   reply, so it includes the time the load generator takes to queue the
@@ -63,6 +65,10 @@ pub struct LanesReport {
     pub bulk_alone_cpu: Option<cpu::CpuSplit>,
     /// Phase 2: the backlog drains again while interactive requests arrive.
     pub bulk_with_interactive: Measured,
+    /// Phase 3: a third backlog drains alone, on the database the first two
+    /// grew, so that the ratio compares phase 2 with the mean of the drains
+    /// on either side of it rather than with one on a smaller database.
+    pub bulk_alone_again: Measured,
     /// The interactive requests of phase 2.
     pub interactive: Measured,
     /// Where the machine's CPU went during phase 2.
@@ -71,7 +77,7 @@ pub struct LanesReport {
     /// phase 1 and in phase 2: the backlog that actually stood, since the
     /// worker drains while the backlog is being queued.
     pub bulk_most_unanswered: [u32; 2],
-    /// Phase 2's bulk drain rate over phase 1's.
+    /// Phase 2's bulk drain rate over the mean of phases 1 and 3.
     pub bulk_with_interactive_over_alone: f64,
     /// Whether phase 2 ran out of interactive requests (`--requests`)
     /// before its backlog drained: then part of its drain had no
@@ -196,6 +202,7 @@ pub async fn run(
         service_instances: args.service_instances.max(1),
     };
     let workers = cpu::workers_or_found(&args.worker_pids);
+    let workers_again = workers.clone();
 
     let first = args.queue_first;
     let stop = |backlog: &Stream| -> anyhow::Result<Option<CancellationToken>> {
@@ -221,7 +228,7 @@ pub async fn run(
     let queued = stop(&beside)?;
     let bulk = spawn(cluster, shape, beside);
     let resumed = queue_first(first, &workers, queued).await;
-    let sampler = cpu::Sampler::start(workers);
+    let sampler = cpu::Sampler::start(workers.clone());
     resumed?;
     let interactive = spawn(
         cluster,
@@ -241,10 +248,19 @@ pub async fn run(
     let interactive = interactive.await??;
     let mut bulk_with_interactive = bulk??;
     let with_interactive_cpu = sampler.finish().await;
+
+    eprintln!("bulk alone again: {backfill} bulk requests");
+    let again = backlog(settings, format!("{run_id}a"), backfill);
+    let queued = stop(&again)?;
+    let bulk = spawn(cluster, shape, again);
+    queue_first(first, &workers_again, queued).await?;
+    let mut bulk_alone_again = bulk.await??;
     if first {
         bulk_alone = from_queued(bulk_alone);
         bulk_with_interactive = from_queued(bulk_with_interactive);
+        bulk_alone_again = from_queued(bulk_alone_again);
     }
+    let alone_rate = (bulk_alone.requests_per_s + bulk_alone_again.requests_per_s) / 2.0;
 
     // The interactive stream stops at the backlog's last reply; having
     // sent all it may before that means it ran out.
@@ -262,7 +278,8 @@ pub async fn run(
         backfill,
         interactive_rate: rate,
         bulk_with_interactive_over_alone: bulk_with_interactive.requests_per_s
-            / bulk_alone.requests_per_s.max(f64::EPSILON),
+            / alone_rate.max(f64::EPSILON),
+        bulk_alone_again,
         bulk_alone,
         bulk_alone_cpu,
         bulk_with_interactive,
@@ -279,6 +296,7 @@ impl LanesReport {
         [
             (&self.bulk_alone, self.backfill),
             (&self.bulk_with_interactive, self.backfill),
+            (&self.bulk_alone_again, self.backfill),
             (&self.interactive, self.interactive.requests),
         ]
         .iter()
@@ -371,9 +389,10 @@ pub fn print(report: &LanesReport) {
         &report.bulk_with_interactive,
         false,
     );
+    row("bulk", "alone again", &report.bulk_alone_again, false);
     row("interactive", "with bulk", &report.interactive, true);
     println!(
-        "bulk drain rate with interactive / alone: {:.2}",
+        "bulk drain rate with interactive / alone (the mean of both): {:.2}",
         report.bulk_with_interactive_over_alone
     );
     println!(

@@ -127,6 +127,7 @@ fn lanes_table(report: &LanesReport) -> String {
             &report.bulk_with_interactive,
             false,
         ),
+        ("bulk", "alone again", &report.bulk_alone_again, false),
         ("interactive", "with bulk", &report.interactive, true),
     ] {
         let ms = |v: f64| {
@@ -154,7 +155,7 @@ fn lanes_table(report: &LanesReport) -> String {
     t.push_str("</table>\n");
     let _ = writeln!(
         t,
-        "<p>bulk drain rate with interactive / alone: <b>{:.2}</b>; the backlog was queued in \
+        "<p>bulk drain rate with interactive / alone (the mean of the drains before and after): <b>{:.2}</b>; the backlog was queued in \
          {:.2} s alone, {:.2} s with interactive; most unanswered at once: {} alone, {} with \
          interactive.</p>",
         report.bulk_with_interactive_over_alone,
