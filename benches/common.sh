@@ -39,14 +39,14 @@ build() {
 remove_bench_objects() {
   local q
   local bulk=
-  [ -n "${PROCINST_REQUEST_QUEUE:-}" ] && bulk=${PROCINST_BULK_QUEUE:-$PROCINST_REQUEST_QUEUE.bulk}
+  if [ -n "${PROCINST_REQUEST_QUEUE:-}" ]; then bulk=${PROCINST_BULK_QUEUE:-$PROCINST_REQUEST_QUEUE.bulk}; fi
   for q in "${PROCINST_REQUEST_QUEUE:-}" "$bulk" "${PROCINST_REPLY_QUEUE:-}" "${PROCINST_DEAD_LETTER_QUEUE:-}"; do
-    [ -n "$q" ] && rabbitmqctl -q delete_queue "$q" >/dev/null 2>&1
+    if [ -n "$q" ]; then rabbitmqctl -q delete_queue "$q" >/dev/null 2>&1 || true; fi
   done
   # rabbitmqctl has no delete_exchange; the broker's own function does it.
   if [ -n "${PROCINST_DEAD_LETTER_EXCHANGE:-}" ]; then
-    rabbitmqctl -q eval "rabbit_exchange:delete(rabbit_misc:r(<<\"/\">>, exchange, <<\"$PROCINST_DEAD_LETTER_EXCHANGE\">>), false, <<\"procinst-bench\">>)." >/dev/null 2>&1
+    rabbitmqctl -q eval "rabbit_exchange:delete(rabbit_misc:r(<<\"/\">>, exchange, <<\"$PROCINST_DEAD_LETTER_EXCHANGE\">>), false, <<\"procinst-bench\">>)." >/dev/null 2>&1 || true
   fi
-  psql "${DATABASE_URL%/*}/postgres" -qc "DROP DATABASE IF EXISTS \"${DATABASE_URL##*/}\" WITH (FORCE)" >/dev/null 2>&1
+  psql "${DATABASE_URL%/*}/postgres" -qc "DROP DATABASE IF EXISTS \"${DATABASE_URL##*/}\" WITH (FORCE)" >/dev/null 2>&1 || true
   true
 }

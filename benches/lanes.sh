@@ -30,7 +30,7 @@ export PROCINST_DEAD_LETTER_EXCHANGE=procinst.lanes.dlx
 export PROCINST_HTTP_ADDR=127.0.0.1:9496
 export RUST_LOG=${RUST_LOG:-warn}
 bin=$(bench_bin)
-remove_bench_objects || true
+remove_bench_objects
 trap 'kill -TERM "$pid" 2>/dev/null && { wait "$pid" || true; }; remove_bench_objects' EXIT
 $bin run &
 pid=$!

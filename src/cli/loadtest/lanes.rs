@@ -291,6 +291,22 @@ pub async fn run(
 }
 
 impl LanesReport {
+    /// The table's rows, as printed and drawn: lane, phase, figures, and
+    /// whether the row has latencies.
+    pub fn rows(&self) -> [(&'static str, &'static str, &Measured, bool); 4] {
+        [
+            ("bulk", "alone", &self.bulk_alone, false),
+            (
+                "bulk",
+                "with interactive",
+                &self.bulk_with_interactive,
+                false,
+            ),
+            ("bulk", "alone again", &self.bulk_alone_again, false),
+            ("interactive", "with bulk", &self.interactive, true),
+        ]
+    }
+
     /// Every request of every phase was answered, successfully.
     pub fn complete(&self) -> bool {
         [
@@ -361,7 +377,7 @@ pub fn print(report: &LanesReport) {
         "max ms",
         "errors"
     );
-    let row = |lane: &str, phase: &str, m: &Measured, latency: bool| {
+    for (lane, phase, m, latency) in report.rows() {
         let ms = |v: f64| {
             if latency {
                 format!("{v:.1}")
@@ -381,16 +397,7 @@ pub fn print(report: &LanesReport) {
             ms(m.max_ms),
             m.errors
         );
-    };
-    row("bulk", "alone", &report.bulk_alone, false);
-    row(
-        "bulk",
-        "with interactive",
-        &report.bulk_with_interactive,
-        false,
-    );
-    row("bulk", "alone again", &report.bulk_alone_again, false);
-    row("interactive", "with bulk", &report.interactive, true);
+    }
     println!(
         "bulk drain rate with interactive / alone (the mean of both): {:.2}",
         report.bulk_with_interactive_over_alone

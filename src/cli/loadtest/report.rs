@@ -119,17 +119,7 @@ fn lanes_table(report: &LanesReport) -> String {
         "<table><tr><th>lane</th><th class=\"name\">phase</th><th>requests</th><th>answered</th><th>seconds</th>\
          <th>req/s</th><th>p50 ms</th><th>p95 ms</th><th>p99 ms</th><th>max ms</th><th>errors</th></tr>\n",
     );
-    for (lane, phase, m, latency) in [
-        ("bulk", "alone", &report.bulk_alone, false),
-        (
-            "bulk",
-            "with interactive",
-            &report.bulk_with_interactive,
-            false,
-        ),
-        ("bulk", "alone again", &report.bulk_alone_again, false),
-        ("interactive", "with bulk", &report.interactive, true),
-    ] {
+    for (lane, phase, m, latency) in report.rows() {
         let ms = |v: f64| {
             if latency {
                 format!("{v:.1}")
