@@ -30,6 +30,18 @@ pub struct Topology {
     /// that renames its request queue renames its bulk lane with it.
     #[arg(long, env = "PROCINST_BULK_QUEUE", global = true)]
     pub bulk_queue: Option<String>,
+    /// Queues of the bulk lane that a business is given one of while it
+    /// publishes, so that businesses share the lane fairly (0: none, every
+    /// business in the bulk queue). Named after the bulk queue: `.0`, `.1`
+    /// and so on.
+    #[arg(
+        long,
+        env = "PROCINST_BULK_SHARDS",
+        default_value_t = 8,
+        value_parser = clap::value_parser!(u16).range(0..=256),
+        global = true
+    )]
+    pub bulk_shards: u16,
     /// Default queue for replies when a request has no `reply_to`.
     #[arg(
         long,
@@ -75,6 +87,13 @@ pub struct Topology {
     pub quorum_initial_group_size: Option<u32>,
 }
 
+/// An exchange and routing key to publish a request with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Route {
+    pub exchange: String,
+    pub routing_key: String,
+}
+
 /// Which of the two request queues a message travels: the interactive lane
 /// for requests someone waits for, the bulk lane for backfills and replays.
 /// A worker serves both, interactive first.
@@ -103,6 +122,54 @@ impl fmt::Display for Lane {
 }
 
 impl Topology {
+    /// The bulk lane's exchange: a direct exchange, named like the bulk
+    /// queue, that a backfill publishes to with its `bk_biz_id` as the
+    /// routing key. A business with a shard is routed to it; every other
+    /// message goes to the bulk queue, through [`Self::bulk_unrouted`].
+    pub fn bulk_exchange(&self) -> String {
+        self.queue(Lane::Bulk)
+    }
+
+    /// The bulk exchange's alternate exchange, a fanout bound to the bulk
+    /// queue: what no shard takes is not lost.
+    pub fn bulk_unrouted(&self) -> String {
+        format!("{}.unrouted", self.queue(Lane::Bulk))
+    }
+
+    /// Shard `index` of the bulk lane.
+    pub fn bulk_shard(&self, index: u16) -> String {
+        format!("{}.{index}", self.queue(Lane::Bulk))
+    }
+
+    /// The queues a lane consumes: the interactive queue; the bulk queue
+    /// and its shards, in shard order. The position in this list is a
+    /// delivery's source.
+    pub fn sources(&self, lane: Lane) -> Vec<String> {
+        match lane {
+            Lane::Interactive => vec![self.queue(lane)],
+            Lane::Bulk => std::iter::once(self.queue(lane))
+                .chain((0..self.bulk_shards).map(|i| self.bulk_shard(i)))
+                .collect(),
+        }
+    }
+
+    /// Where a publisher sends a request of business `bk_biz_id` on
+    /// `lane`: the interactive queue through the default exchange; the
+    /// bulk exchange with the business as the routing key (none: the bulk
+    /// queue).
+    pub fn route(&self, lane: Lane, bk_biz_id: Option<i64>) -> Route {
+        match lane {
+            Lane::Interactive => Route {
+                exchange: String::new(),
+                routing_key: self.queue(lane),
+            },
+            Lane::Bulk => Route {
+                exchange: self.bulk_exchange(),
+                routing_key: bk_biz_id.map(|b| b.to_string()).unwrap_or_default(),
+            },
+        }
+    }
+
     /// The queue of `lane`.
     pub fn queue(&self, lane: Lane) -> String {
         match lane {
@@ -209,6 +276,17 @@ pub struct Settings {
         global = true
     )]
     pub shutdown_timeout_s: u64,
+    /// Seconds a business's shard of the bulk lane stays its after its
+    /// last delivery; then, once the shard is empty, another business may
+    /// be given it.
+    #[arg(
+        long,
+        env = "PROCINST_BULK_SHARD_IDLE_S",
+        default_value_t = 60,
+        value_parser = clap::value_parser!(u64).range(1..),
+        global = true
+    )]
+    pub bulk_shard_idle_s: u64,
     /// Log format; `RUST_LOG` filters.
     #[arg(
         long,
@@ -295,16 +373,25 @@ impl Settings {
     }
 
     /// The most raw body bytes the worker can hold: the broker hands it up
-    /// to the prefetch in unacked messages on each lane, each up to the
-    /// body limit (the
-    /// larger ones are held too, until they are dead-lettered). Logged at
-    /// start, so that an operator sees what the two settings add up to.
+    /// to the prefetch in unacked messages from each queue it consumes (the
+    /// interactive queue, the bulk queue and each bulk shard), each up to
+    /// the body limit (the larger ones are held too, until they are
+    /// dead-lettered). Logged at start, so that an operator sees what the
+    /// settings add up to.
     pub fn held_body_bytes_at_most(&self) -> u64 {
-        Lane::ALL.len() as u64 * u64::from(self.prefetch) * self.max_body_bytes as u64
+        let sources: usize = Lane::ALL
+            .iter()
+            .map(|&l| self.topology.sources(l).len())
+            .sum();
+        sources as u64 * u64::from(self.prefetch) * self.max_body_bytes as u64
     }
 
     pub fn batch_linger(&self) -> Duration {
         Duration::from_millis(self.batch_linger_ms)
+    }
+
+    pub fn bulk_shard_idle(&self) -> Duration {
+        Duration::from_secs(self.bulk_shard_idle_s)
     }
 
     pub fn shutdown_timeout(&self) -> Duration {
@@ -453,10 +540,20 @@ mod tests {
     }
 
     #[test]
-    fn the_defaults_hold_at_most_four_gib_of_bodies_two_on_each_lane() {
-        assert_eq!(settings(&[]).held_body_bytes_at_most(), 4 << 30);
+    fn every_queue_consumed_holds_a_prefetch_of_bodies_at_the_limit() {
+        // The interactive queue, the bulk queue and its 8 shards.
+        assert_eq!(settings(&[]).held_body_bytes_at_most(), 20 << 30);
         let lower = settings(&["--prefetch", "512", "--max-body-bytes", "65536"]);
-        assert_eq!(lower.held_body_bytes_at_most(), 64 << 20);
+        assert_eq!(lower.held_body_bytes_at_most(), 320 << 20);
+        let unsharded = settings(&[
+            "--prefetch",
+            "512",
+            "--max-body-bytes",
+            "65536",
+            "--bulk-shards",
+            "0",
+        ]);
+        assert_eq!(unsharded.held_body_bytes_at_most(), 64 << 20);
     }
 
     #[test]

@@ -43,33 +43,45 @@ pub struct Broker {
     pub blocked: Blocked,
 }
 
-/// The two channels of one lane of the worker: one to consume and
-/// acknowledge on, one in confirm mode to publish its replies on, so that
-/// one lane's confirms never hold up the other's.
+/// The channels of one lane of the worker: one to consume and acknowledge
+/// on for each queue the lane consumes (its sources: a `multiple` ack
+/// covers one channel's deliveries only, so each source keeps its own), and
+/// one in confirm mode to publish its replies on, so that one lane's
+/// confirms never hold up the other's.
 #[derive(Clone)]
 pub struct LaneChannels {
-    pub consume: Channel,
+    pub consume: Vec<Channel>,
     pub publish: Channel,
 }
 
 impl LaneChannels {
-    /// The broker's own two channels, for the first lane.
+    /// The broker's own two channels, for a lane of one source.
     pub fn of(broker: &Broker) -> Self {
         Self {
-            consume: broker.consume.clone(),
+            consume: vec![broker.consume.clone()],
             publish: broker.publish.clone(),
         }
     }
 
-    /// Two more channels on the broker's connection.
-    pub async fn open(broker: &Broker) -> Result<Self, BrokerError> {
-        let (consume, publish) = open_channels(&broker.connection).await?;
+    /// Channels on the broker's connection for a lane of `sources` queues.
+    pub async fn open(broker: &Broker, sources: usize) -> Result<Self, BrokerError> {
+        let (first, publish) = open_channels(&broker.connection).await?;
+        let mut consume = vec![first];
+        for _ in 1..sources {
+            let channel = tokio::time::timeout(CONNECT_TIMEOUT, broker.connection.create_channel())
+                .await
+                .map_err(|_| BrokerError::Timeout {
+                    what: "opening channels",
+                    after: CONNECT_TIMEOUT,
+                })??;
+            consume.push(channel);
+        }
         Ok(Self { consume, publish })
     }
 
-    /// True while both channels are usable.
+    /// True while every channel is usable.
     pub fn is_healthy(&self) -> bool {
-        self.consume.status().connected() && self.publish.status().connected()
+        self.consume.iter().all(|c| c.status().connected()) && self.publish.status().connected()
     }
 }
 

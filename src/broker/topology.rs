@@ -30,8 +30,9 @@ const PRECONDITION_FAILED: u16 = 406;
 pub const DEAD_LETTER_DELIVERY_LIMIT: i64 = i32::MAX as i64;
 
 /// Declares the dead-letter exchange, the dead-letter queue and its binding,
-/// the request queues of both lanes (alike: quorum, the delivery limit,
-/// dead-lettering) and the default reply queue.
+/// the request queues of both lanes and the bulk lane's shards (alike:
+/// quorum, the delivery limit, dead-lettering), the bulk exchange, and the
+/// default reply queue.
 ///
 /// A queue that exists with other arguments is a configuration error
 /// ([`BrokerError::Topology`], naming the argument): nothing is deleted or
@@ -59,8 +60,11 @@ pub async fn declare(connection: &Connection, topology: &Topology) -> Result<(),
         )
         .await?;
     for lane in Lane::ALL {
-        queue(&channel, &topology.queue(lane), request_arguments(topology)).await?;
+        for source in topology.sources(lane) {
+            queue(&channel, &source, request_arguments(topology)).await?;
+        }
     }
+    declare_bulk_exchange(&channel, topology).await?;
     queue(&channel, &topology.reply_queue, quorum(topology)).await?;
     let _ = channel.close(200, "declared".into()).await;
     Ok(())
@@ -89,6 +93,52 @@ async fn declare_dead_letter_queue(
         dead_letter_arguments(topology),
     )
     .await
+}
+
+/// The bulk lane's routing: the bulk exchange, whose messages go to the
+/// shard their routing key (a `bk_biz_id`) is bound to, and otherwise
+/// through its alternate exchange to the bulk queue. The shards' bindings
+/// come and go with the businesses publishing ([`crate::worker`]'s
+/// sharing); these never change.
+async fn declare_bulk_exchange(channel: &Channel, topology: &Topology) -> Result<(), BrokerError> {
+    let durable = ExchangeDeclareOptions {
+        durable: true,
+        ..Default::default()
+    };
+    let (exchange, unrouted) = (topology.bulk_exchange(), topology.bulk_unrouted());
+    channel
+        .exchange_declare(
+            unrouted.as_str().into(),
+            ExchangeKind::Fanout,
+            durable,
+            FieldTable::default(),
+        )
+        .await
+        .map_err(|e| classify("exchange", &unrouted, e))?;
+    let mut args = FieldTable::default();
+    args.insert(
+        "alternate-exchange".into(),
+        AMQPValue::LongString(unrouted.as_str().into()),
+    );
+    channel
+        .exchange_declare(
+            exchange.as_str().into(),
+            ExchangeKind::Direct,
+            durable,
+            args,
+        )
+        .await
+        .map_err(|e| classify("exchange", &exchange, e))?;
+    channel
+        .queue_bind(
+            topology.queue(Lane::Bulk).as_str().into(),
+            unrouted.as_str().into(),
+            "".into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await?;
+    Ok(())
 }
 
 /// Accepts a dead-letter queue declared with the arguments an older
@@ -205,6 +255,7 @@ mod tests {
         Topology {
             request_queue: "r".into(),
             bulk_queue: None,
+            bulk_shards: 2,
             reply_queue: "p".into(),
             dead_letter_queue: "d".into(),
             dead_letter_exchange: "x".into(),

@@ -31,7 +31,7 @@ use lapin::{
 use serde::Serialize;
 
 use crate::broker::{self, headers};
-use crate::config::{Lane, Settings};
+use crate::config::{Lane, Route, Settings};
 use crate::domain;
 use crate::store::{self, request_log};
 
@@ -280,7 +280,11 @@ async fn give_back<'a>(
 /// Publishes a copy of `message` to `queue` and, once the broker confirmed
 /// it, acks the original: the message starts again with no deliveries.
 async fn refresh(publish: &Channel, queue: &str, message: &BasicGetMessage) -> anyhow::Result<()> {
-    copy_to(publish, queue, message).await?;
+    let route = Route {
+        exchange: String::new(),
+        routing_key: queue.to_owned(),
+    };
+    copy_to(publish, &route, message).await?;
     message
         .delivery
         .acker
@@ -289,14 +293,18 @@ async fn refresh(publish: &Channel, queue: &str, message: &BasicGetMessage) -> a
     Ok(())
 }
 
-/// Publishes a copy of `message` to `queue` (mandatory, confirmed), without
-/// the broker's delivery count of the original.
-async fn copy_to(publish: &Channel, queue: &str, message: &BasicGetMessage) -> anyhow::Result<()> {
+/// Publishes a copy of `message` by `route` (mandatory, confirmed),
+/// without the broker's delivery count of the original.
+async fn copy_to(
+    publish: &Channel,
+    route: &Route,
+    message: &BasicGetMessage,
+) -> anyhow::Result<()> {
     let properties = headers::without_delivery_count(message.delivery.properties.clone());
     let confirm = publish
         .basic_publish(
-            "".into(),
-            queue.into(),
+            route.exchange.as_str().into(),
+            route.routing_key.as_str().into(),
             BasicPublishOptions {
                 mandatory: true,
                 ..Default::default()
@@ -308,7 +316,7 @@ async fn copy_to(publish: &Channel, queue: &str, message: &BasicGetMessage) -> a
         .await?;
     match confirm {
         Confirmation::Ack(None) => Ok(()),
-        Confirmation::Ack(Some(_)) => anyhow::bail!("no queue {queue} took the copy"),
+        Confirmation::Ack(Some(_)) => anyhow::bail!("no queue took the copy ({route:?})"),
         Confirmation::Nack(_) => anyhow::bail!("the broker refused the copy"),
         Confirmation::NotRequested => anyhow::bail!("the channel does not confirm"),
     }
@@ -351,7 +359,11 @@ async fn replay(
     let queue = queue.as_str();
     let mut moved = 0;
     for (message, entry) in chosen {
-        if let Err(e) = copy_to(&broker.publish, queue, message).await {
+        let business = serde_json::from_slice::<serde_json::Value>(&message.delivery.data)
+            .ok()
+            .and_then(|body| body.get("bk_biz_id").and_then(serde_json::Value::as_i64));
+        let route = settings.topology.route(args.lane, business);
+        if let Err(e) = copy_to(&broker.publish, &route, message).await {
             anyhow::bail!("{e}: {} stays dead-lettered", entry.request_id);
         }
         message

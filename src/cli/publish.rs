@@ -18,7 +18,7 @@ use tokio::sync::watch;
 
 use super::input::{Progress, open};
 use crate::broker::{self, Cluster, Inbox, InboxReply};
-use crate::config::{Lane, Settings};
+use crate::config::{Lane, Route, Settings};
 use crate::domain::MAX_REQUEST_ID_CHARS;
 
 /// Times a line the broker refuses (nack) is published again.
@@ -125,8 +125,6 @@ async fn publish_lines(
     size: Option<u64>,
     reply_to: Option<String>,
 ) -> anyhow::Result<Tally> {
-    let queue = settings.topology.queue(args.lane);
-    let queue = queue.as_str();
     let mut tally = Tally::default();
     let mut pending = FuturesUnordered::new();
     let mut progress = Progress::new(size);
@@ -139,8 +137,8 @@ async fn publish_lines(
         if line.trim().is_empty() {
             continue;
         }
-        let request_id = match request_id_of(&line) {
-            Ok(id) => id,
+        let (request_id, business) = match request_of(&line) {
+            Ok(found) => found,
             Err(why) => {
                 eprintln!("line {number}: {why}; skipped");
                 tally.bad_lines += 1;
@@ -154,16 +152,17 @@ async fn publish_lines(
         }
         while pending.len() >= args.in_flight.max(1) {
             if let Some(done) = pending.next().await {
-                settle(done, channel, queue, &mut tally).await?;
+                settle(done, channel, &mut tally).await?;
             }
         }
         let properties = properties(&request_id, reply_to.as_deref());
         let body = line.into_bytes();
-        let confirm = send(channel, queue, &body, properties.clone()).await?;
-        pending.push(confirmed(confirm, body, properties));
+        let route = settings.topology.route(args.lane, business);
+        let confirm = send(channel, &route, &body, properties.clone()).await?;
+        pending.push(confirmed(confirm, route, body, properties));
         // Count the confirms that are in already, without waiting.
         while let Some(Some(done)) = pending.next().now_or_never() {
-            settle(done, channel, queue, &mut tally).await?;
+            settle(done, channel, &mut tally).await?;
         }
         let (confirmed_lines, sent) = (tally.published, tally.published + pending.len() as u64);
         progress.update(position, || {
@@ -171,20 +170,26 @@ async fn publish_lines(
         });
     }
     while let Some(done) = pending.next().await {
-        settle(done, channel, queue, &mut tally).await?;
+        settle(done, channel, &mut tally).await?;
     }
     progress.finish();
     Ok(tally)
 }
 
-type Confirmed = (Result<Confirmation, lapin::Error>, Vec<u8>, BasicProperties);
+type Confirmed = (
+    Result<Confirmation, lapin::Error>,
+    Route,
+    Vec<u8>,
+    BasicProperties,
+);
 
 async fn confirmed(
     confirm: lapin::PublisherConfirm,
+    route: Route,
     body: Vec<u8>,
     properties: BasicProperties,
 ) -> Confirmed {
-    (confirm.await, body, properties)
+    (confirm.await, route, body, properties)
 }
 
 /// Counts one confirm; a nacked line is published again (and awaited
@@ -192,10 +197,9 @@ async fn confirmed(
 async fn settle(
     done: Confirmed,
     channel: &lapin::Channel,
-    queue: &str,
     tally: &mut Tally,
 ) -> anyhow::Result<()> {
-    let (mut result, body, properties) = done;
+    let (mut result, route, body, properties) = done;
     for attempt in 0..=NACK_RETRIES {
         if !matches!(result?, Confirmation::Nack(_)) {
             tally.published += 1;
@@ -205,7 +209,9 @@ async fn settle(
             break;
         }
         tokio::time::sleep(Duration::from_millis(100 << attempt)).await;
-        result = send(channel, queue, &body, properties.clone()).await?.await;
+        result = send(channel, &route, &body, properties.clone())
+            .await?
+            .await;
     }
     tally.refused += 1;
     Ok(())
@@ -213,14 +219,14 @@ async fn settle(
 
 async fn send(
     channel: &lapin::Channel,
-    queue: &str,
+    route: &Route,
     body: &[u8],
     properties: BasicProperties,
 ) -> Result<lapin::PublisherConfirm, lapin::Error> {
     channel
         .basic_publish(
-            "".into(),
-            queue.into(),
+            route.exchange.as_str().into(),
+            route.routing_key.as_str().into(),
             BasicPublishOptions::default(),
             body,
             properties,
@@ -241,16 +247,19 @@ fn properties(request_id: &str, reply_to: Option<&str>) -> BasicProperties {
 }
 
 /// The line's request_id, or why the line cannot be a request.
-fn request_id_of(line: &str) -> Result<String, String> {
+/// A line's `request_id`, and its `bk_biz_id` when it is an integer (the
+/// bulk lane's routing key: its business's share).
+fn request_of(line: &str) -> Result<(String, Option<i64>), String> {
     let value: Value = serde_json::from_str(line).map_err(|e| format!("not JSON ({e})"))?;
     let object = value.as_object().ok_or("not a JSON object")?;
+    let business = object.get("bk_biz_id").and_then(Value::as_i64);
     match object.get("request_id").and_then(Value::as_str) {
         Some(id)
             if !id.is_empty()
                 && id.chars().count() <= MAX_REQUEST_ID_CHARS
                 && !id.contains('\0') =>
         {
-            Ok(id.to_owned())
+            Ok((id.to_owned(), business))
         }
         _ => Err(format!(
             "no request_id string of 1..={MAX_REQUEST_ID_CHARS} characters"
@@ -339,12 +348,23 @@ mod tests {
 
     #[test]
     fn a_line_needs_an_object_with_a_request_id() {
-        assert_eq!(request_id_of(r#"{"request_id":"a"}"#), Ok("a".to_owned()));
-        assert!(request_id_of("{nope").is_err());
-        assert!(request_id_of("[1]").is_err());
-        assert!(request_id_of(r#"{"request_id":""}"#).is_err());
-        assert!(request_id_of(r#"{"request_id":5}"#).is_err());
-        assert!(request_id_of(&format!(r#"{{"request_id":"{}"}}"#, "x".repeat(129))).is_err());
+        assert_eq!(
+            request_of(r#"{"request_id":"a"}"#),
+            Ok(("a".to_owned(), None))
+        );
+        assert_eq!(
+            request_of(r#"{"request_id":"a","bk_biz_id":42}"#),
+            Ok(("a".to_owned(), Some(42)))
+        );
+        assert_eq!(
+            request_of(r#"{"request_id":"a","bk_biz_id":"42"}"#),
+            Ok(("a".to_owned(), None))
+        );
+        assert!(request_of("{nope").is_err());
+        assert!(request_of("[1]").is_err());
+        assert!(request_of(r#"{"request_id":""}"#).is_err());
+        assert!(request_of(r#"{"request_id":5}"#).is_err());
+        assert!(request_of(&format!(r#"{{"request_id":"{}"}}"#, "x".repeat(129))).is_err());
     }
 
     fn reply(request_id: &str, code: i64) -> InboxReply {

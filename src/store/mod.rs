@@ -16,6 +16,7 @@ mod pool;
 pub mod request_log;
 mod round;
 pub mod service_instance;
+pub mod shards;
 pub mod stats;
 mod tls;
 mod write;

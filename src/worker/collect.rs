@@ -10,10 +10,9 @@
 
 use std::{sync::Arc, time::Duration};
 
-use futures::StreamExt;
+use futures::{Stream, StreamExt};
 use lapin::{
     Consumer,
-    message::Delivery,
     options::{BasicCancelOptions, BasicConsumeOptions, BasicQosOptions},
     types::FieldTable,
 };
@@ -22,6 +21,7 @@ use tokio::time::{Instant, timeout_at};
 use tokio_util::sync::CancellationToken;
 
 use super::message::Message;
+use super::sources::{Sourced, Sources};
 use super::{Health, SessionEnd, Worker};
 use crate::broker::{self, Broker, BrokerError, LaneChannels};
 use crate::config::{Lane, Settings};
@@ -31,40 +31,47 @@ const SUBSCRIBE_TIMEOUT: Duration = Duration::from_secs(30);
 /// How often the collector checks that the connection is still usable.
 const HEALTH_CHECK: Duration = Duration::from_secs(1);
 
-/// The consumer tag of a lane, so that the drain can cancel what it
-/// subscribed.
-fn consumer_tag(lane: Lane) -> String {
-    format!("procinst-{}-{lane}", std::process::id())
+/// The consumer tag of a lane's source, so that the drain can cancel what
+/// it subscribed.
+fn consumer_tag(lane: Lane, source: usize) -> String {
+    match source {
+        0 => format!("procinst-{}-{lane}", std::process::id()),
+        _ => format!("procinst-{}-{lane}-{source}", std::process::id()),
+    }
 }
 
-/// Declares the topology (both lanes' queues alike), then, on each lane's
-/// channel, sets the prefetch (which bounds what the lane holds in memory)
-/// and starts consuming the lane's queue. Bounded by [`SUBSCRIBE_TIMEOUT`]:
-/// a broker that takes the connection but never answers counts as a lost
-/// session. The consumers come back in the order of `lanes`.
+/// Declares the topology (both lanes' queues alike), then, on the channel
+/// of each queue a lane consumes, sets the prefetch (which bounds what it
+/// holds in memory) and starts consuming the queue. Bounded by
+/// [`SUBSCRIBE_TIMEOUT`]: a broker that takes the connection but never
+/// answers counts as a lost session. The consumers come back in the order
+/// of `lanes`, each lane's in the order of its sources.
 pub(super) async fn subscribe(
     broker: &Broker,
     lanes: &[(Lane, LaneChannels)],
     settings: &Settings,
-) -> Result<Vec<Consumer>, BrokerError> {
+) -> Result<Vec<Vec<Consumer>>, BrokerError> {
     let subscribe = async {
         broker::declare(&broker.connection, &settings.topology).await?;
         let mut consumers = Vec::with_capacity(lanes.len());
         for (lane, channels) in lanes {
-            channels
-                .consume
-                .basic_qos(settings.prefetch, BasicQosOptions::default())
-                .await?;
-            let consumer = channels
-                .consume
-                .basic_consume(
-                    settings.topology.queue(*lane).as_str().into(),
-                    consumer_tag(*lane).as_str().into(),
-                    BasicConsumeOptions::default(),
-                    FieldTable::default(),
-                )
-                .await?;
-            consumers.push(consumer);
+            let mut lane_consumers = Vec::with_capacity(channels.consume.len());
+            let queues = settings.topology.sources(*lane);
+            for (source, (queue, channel)) in queues.iter().zip(&channels.consume).enumerate() {
+                channel
+                    .basic_qos(settings.prefetch, BasicQosOptions::default())
+                    .await?;
+                let consumer = channel
+                    .basic_consume(
+                        queue.as_str().into(),
+                        consumer_tag(*lane, source).as_str().into(),
+                        BasicConsumeOptions::default(),
+                        FieldTable::default(),
+                    )
+                    .await?;
+                lane_consumers.push(consumer);
+            }
+            consumers.push(lane_consumers);
         }
         Ok::<_, BrokerError>(consumers)
     };
@@ -95,7 +102,7 @@ pub(super) struct Collector<'a> {
     broker: &'a Broker,
     lane: Lane,
     channels: &'a LaneChannels,
-    consumer: Consumer,
+    consumer: Sources,
     settings: &'a Settings,
     health: &'a Health,
     shutdown: &'a CancellationToken,
@@ -104,7 +111,7 @@ pub(super) struct Collector<'a> {
     over: &'a CancellationToken,
     /// The batch being gathered; kept here so that a shutdown cancelling
     /// the gathering does not drop it.
-    held: Vec<Delivery>,
+    held: Vec<Sourced>,
     /// The batches handed on whose database work is not done.
     deciding: Occupancy,
 }
@@ -115,7 +122,7 @@ impl<'a> Collector<'a> {
         broker: &'a Broker,
         lane: Lane,
         channels: &'a LaneChannels,
-        consumer: Consumer,
+        consumer: Sources,
         shutdown: &'a CancellationToken,
         over: &'a CancellationToken,
     ) -> Self {
@@ -193,14 +200,15 @@ impl<'a> Collector<'a> {
     /// before the cancel.
     async fn drain(&mut self, batches: &mpsc::Sender<Batch>) {
         self.health.set_consuming(false);
-        let _ = self
-            .channels
-            .consume
-            .basic_cancel(
-                consumer_tag(self.lane).as_str().into(),
-                BasicCancelOptions::default(),
-            )
-            .await;
+        for (source, channel) in self.channels.consume.iter().enumerate() {
+            let _ = channel
+                .basic_cancel(
+                    consumer_tag(self.lane, source).as_str().into(),
+                    BasicCancelOptions::default(),
+                )
+                .await;
+        }
+        self.consumer.draining();
         self.hand_on(batches).await;
         for batch in remaining(&mut self.consumer, self.settings.batch_size).await {
             let _ = batches.send(self.counted(batch)).await;
@@ -210,7 +218,7 @@ impl<'a> Collector<'a> {
 
     /// `deliveries` as a batch of messages, counted as the decide stage's
     /// until it is done with the database for them.
-    fn counted(&self, deliveries: Vec<Delivery>) -> Batch {
+    fn counted(&self, deliveries: Vec<Sourced>) -> Batch {
         Batch {
             messages: deliveries.into_iter().map(Message::received).collect(),
             deciding: self.deciding.enter(),
@@ -268,9 +276,9 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 ///
 /// The batch lives with the caller, so a shutdown that cancels this call
 /// keeps what was gathered: it is in flight like any other batch.
-pub async fn next_batch(
-    consumer: &mut Consumer,
-    batch: &mut Vec<Delivery>,
+pub async fn next_batch<T>(
+    consumer: &mut (impl Stream<Item = Result<T, lapin::Error>> + Unpin),
+    batch: &mut Vec<T>,
     max: usize,
     linger: Duration,
     next: Option<&mut Occupancy>,
@@ -349,8 +357,11 @@ impl Drop for Occupied {
 /// After basic.cancel: the deliveries the broker had already sent, in
 /// batches of at most `max`. lapin ends the stream behind them once the
 /// cancel is confirmed.
-pub async fn remaining(consumer: &mut Consumer, max: usize) -> Vec<Vec<Delivery>> {
-    let mut batches: Vec<Vec<Delivery>> = Vec::new();
+pub async fn remaining<T>(
+    consumer: &mut (impl Stream<Item = Result<T, lapin::Error>> + Unpin),
+    max: usize,
+) -> Vec<Vec<T>> {
+    let mut batches: Vec<Vec<T>> = Vec::new();
     let deadline = Instant::now() + DRAIN_TIMEOUT;
     while let Ok(Some(Ok(delivery))) = timeout_at(deadline, consumer.next()).await {
         match batches.last_mut() {
@@ -365,9 +376,9 @@ pub async fn remaining(consumer: &mut Consumer, max: usize) -> Vec<Vec<Delivery>
 /// (the next stage can take the batch), then returns what `ready` gave.
 /// Under load, batches grow while the database is busy; when idle, a batch
 /// leaves as soon as its linger is over. `Err` when the consumer ended.
-pub async fn top_up<T>(
-    consumer: &mut Consumer,
-    batch: &mut Vec<Delivery>,
+pub async fn top_up<D, T>(
+    consumer: &mut (impl Stream<Item = Result<D, lapin::Error>> + Unpin),
+    batch: &mut Vec<D>,
     max: usize,
     ready: impl Future<Output = T>,
 ) -> Result<T, Option<lapin::Error>> {

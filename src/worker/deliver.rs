@@ -14,7 +14,7 @@ use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use super::decide::Decided;
 use super::disposition::OnBroker;
-use super::message::{Answered, Fate, Reply};
+use super::message::{Answered, Fate, Reply, last_of_each_source};
 use super::{Backoff, Totals, Worker};
 use crate::broker::{
     self, Broker, BrokerError, LaneChannels, Outgoing, Publisher, headers, reply_properties,
@@ -35,9 +35,9 @@ const CLOSE_TIMEOUT: Duration = Duration::from_secs(10);
 pub(super) struct Deliverer<'a> {
     lane: Lane,
     publisher: Publisher,
-    /// The channel the batches were consumed on, closed when the session
+    /// The channels the batches were consumed on, closed when the session
     /// must end.
-    consume: &'a Channel,
+    consume: &'a [Channel],
     topology: &'a Topology,
     totals: &'a Totals,
     shutdown: &'a CancellationToken,
@@ -76,9 +76,11 @@ impl<'a> Deliverer<'a> {
                 // Deliveries left unacked on a live channel would hold
                 // their prefetch slots forever: close the channel so the
                 // broker requeues them, and the session restarts.
-                let close = self
-                    .consume
-                    .close(320, "delivery failed; reconnecting".into());
+                let close = futures::future::join_all(
+                    self.consume
+                        .iter()
+                        .map(|c| c.close(320, "delivery failed; reconnecting".into())),
+                );
                 let _ = tokio::time::timeout(CLOSE_TIMEOUT, close).await;
             }
         }
@@ -126,8 +128,8 @@ impl<'a> Deliverer<'a> {
                     _ = self.shutdown.cancelled() => {}
                     _ = tokio::time::sleep(pause) => {}
                 }
-                if let Some(last) = messages.last() {
-                    broker::requeue_through(&last.delivery).await;
+                for last in last_of_each_source(&messages) {
+                    broker::requeue_through(last).await;
                 }
                 Ok(())
             }
@@ -149,11 +151,13 @@ impl<'a> Deliverer<'a> {
 }
 
 /// Publishes what each message's fate calls for, waits for every confirm,
-/// then acks the whole batch with one `multiple` ack, and records each
+/// then acks the whole batch with one `multiple` ack per source (the
+/// queue it came from, on its own channel), and records each
 /// message's outcome.
 ///
-/// Batches are carried out one at a time and in delivery order, so the last
-/// delivery's tag covers exactly the batch. Each message's span gives the
+/// Batches are carried out one at a time and in delivery order, so each
+/// source's last delivery's tag covers exactly the batch's deliveries from
+/// it. Each message's span gives the
 /// trace context of its reply and dead-letter copy.
 async fn publish_and_ack(
     publisher: &Publisher,
@@ -170,6 +174,7 @@ async fn publish_and_ack(
         delivery,
         span,
         fate,
+        ..
     } in messages
     {
         let trace = span.context();
@@ -206,8 +211,8 @@ async fn publish_and_ack(
         }
     }
     publisher.publish_all(&outgoing).await?;
-    if let Some(last) = messages.last() {
-        broker::ack_through(&last.delivery).await?;
+    for last in last_of_each_source(messages) {
+        broker::ack_through(last).await?;
     }
     for message in messages {
         message.fate.record(&message.span, lane);

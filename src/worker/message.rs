@@ -18,6 +18,7 @@ use opentelemetry::trace::TraceContextExt;
 use tracing::Span;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
+use super::sources::Sourced;
 use crate::broker::trace_context;
 use crate::config::Lane;
 use crate::domain::{self, Code, Decoded, Rejection, Request, Unreadable, reply};
@@ -25,6 +26,9 @@ use crate::domain::{self, Code, Decoded, Rejection, Request, Unreadable, reply};
 /// One delivery on its way to its ack.
 pub struct Message {
     pub delivery: Delivery,
+    /// Which of the lane's queues it came from: its ack goes through that
+    /// queue's channel.
+    pub source: usize,
     /// The request's span, in the trace its publisher started.
     pub span: Span,
     /// What parsing made of the body: `None` until parsed, and for a body
@@ -39,6 +43,7 @@ pub struct Message {
 /// stage.
 pub struct Answered {
     pub delivery: Delivery,
+    pub source: usize,
     pub span: Span,
     pub fate: Fate,
 }
@@ -63,7 +68,7 @@ impl Message {
     /// root of a new trace. The span's `trace_id` is a field, so that every
     /// log line inside it names the trace; `request_id` is recorded once
     /// the body is parsed.
-    pub fn received(delivery: Delivery) -> Self {
+    pub fn received(Sourced { source, delivery }: Sourced) -> Self {
         let span = tracing::info_span!(
             parent: None,
             "request",
@@ -77,6 +82,7 @@ impl Message {
         span.record("trace_id", tracing::field::display(trace_id));
         Self {
             delivery,
+            source,
             span,
             parsed: None,
             fate: None,
@@ -108,9 +114,27 @@ impl Message {
         Some(Answered {
             fate: self.fate?,
             delivery: self.delivery,
+            source: self.source,
             span: self.span,
         })
     }
+}
+
+/// The last delivery of each source among `messages` (in delivery order):
+/// a `multiple` ack or nack through each covers exactly them, as batches
+/// are acked one after another in delivery order.
+pub fn last_of_each_source(messages: &[Answered]) -> Vec<&lapin::message::Delivery> {
+    let mut lasts: Vec<(usize, &lapin::message::Delivery)> = Vec::new();
+    for message in messages {
+        match lasts
+            .iter_mut()
+            .find(|(source, _)| *source == message.source)
+        {
+            Some(last) => last.1 = &message.delivery,
+            None => lasts.push((message.source, &message.delivery)),
+        }
+    }
+    lasts.into_iter().map(|(_, delivery)| delivery).collect()
 }
 
 /// The fate of a body that cannot be read: a dead letter, with a reply

@@ -33,6 +33,8 @@ mod deliver;
 pub mod disposition;
 mod health;
 mod message;
+mod share;
+mod sources;
 
 use std::{sync::Arc, time::Duration};
 
@@ -49,6 +51,8 @@ use crate::telemetry::error_chain;
 use collect::Collector;
 use decide::Decider;
 use deliver::Deliverer;
+use share::{Sharer, Sightings};
+use sources::Sources;
 
 /// Batches the collector may have ready before the decider takes them.
 const COLLECTED_QUEUE: usize = 1;
@@ -160,9 +164,13 @@ impl Worker {
         shutdown: &CancellationToken,
         backoff: &mut Backoff,
     ) -> Result<SessionEnd, BrokerError> {
+        let topology = &self.settings.topology;
         let lanes = [
             (Lane::Interactive, LaneChannels::of(broker)),
-            (Lane::Bulk, LaneChannels::open(broker).await?),
+            (
+                Lane::Bulk,
+                LaneChannels::open(broker, topology.sources(Lane::Bulk).len()).await?,
+            ),
         ];
         let consumers = collect::subscribe(broker, &lanes, &self.settings).await?;
         self.health.set_consuming(true);
@@ -170,6 +178,7 @@ impl Worker {
         tracing::info!(
             interactive = %self.settings.topology.queue(Lane::Interactive),
             bulk = %self.settings.topology.queue(Lane::Bulk),
+            bulk_shards = topology.bulk_shards,
             prefetch = self.settings.prefetch,
             "consuming"
         );
@@ -178,21 +187,40 @@ impl Worker {
         let over = CancellationToken::new();
         let [interactive, bulk] = lanes;
         let mut consumers = consumers.into_iter();
-        let (Some(interactive_consumer), Some(bulk_consumer)) =
+        let (Some(interactive_consumers), Some(bulk_consumers)) =
             (consumers.next(), consumers.next())
         else {
             return Ok(SessionEnd::Lost(None));
         };
-        let (first, second) = tokio::join!(
+        let sightings = Arc::new(Sightings::default());
+        let bulk_sources =
+            Sources::new(bulk_consumers).sighted_by(sightings.clone(), topology.bulk_exchange());
+        let bulk_done = CancellationToken::new();
+        let sharing = async {
+            if topology.bulk_shards > 0 {
+                Sharer::new(&self.settings, &self.pool, broker, sightings)
+                    .run(&bulk_done)
+                    .await;
+            }
+        };
+        let bulk_lane = async {
+            let end = self
+                .lane(broker, bulk, bulk_sources, &shared, shutdown, &over)
+                .await;
+            bulk_done.cancel();
+            end
+        };
+        let (first, second, ()) = tokio::join!(
             self.lane(
                 broker,
                 interactive,
-                interactive_consumer,
+                Sources::new(interactive_consumers),
                 &shared,
                 shutdown,
                 &over
             ),
-            self.lane(broker, bulk, bulk_consumer, &shared, shutdown, &over),
+            bulk_lane,
+            sharing,
         );
         Ok(match (first, second) {
             (SessionEnd::Lost(cause), _) | (_, SessionEnd::Lost(cause)) => SessionEnd::Lost(cause),
@@ -206,7 +234,7 @@ impl Worker {
         &self,
         broker: &Broker,
         (lane, channels): (Lane, LaneChannels),
-        consumer: lapin::Consumer,
+        consumer: Sources,
         shared: &Shared,
         shutdown: &CancellationToken,
         over: &CancellationToken,

@@ -30,6 +30,7 @@ mod request_show;
 mod requests;
 mod routing;
 mod secrets;
+mod sharing;
 mod startup;
 mod tls;
 mod topology;

@@ -83,6 +83,12 @@ pub async fn connect(url: &str) -> tokio_postgres::Client {
     client
 }
 
+/// Shards of the bulk lane a test's workers declare unless it says
+/// otherwise.
+pub const TEST_BULK_SHARDS: u16 = 2;
+/// The most shards a test may ask for: its environment removes that many.
+pub const MAX_TEST_BULK_SHARDS: u16 = 8;
+
 /// One test's database and queue names.
 pub struct Env {
     pub id: String,
@@ -118,9 +124,15 @@ impl Env {
         env
     }
 
-    /// The bulk lane's queue: the request queue's name with `.bulk`.
+    /// The bulk lane's queue: the request queue's name with `.bulk`; also
+    /// the name of the bulk lane's exchange.
     pub fn bulk_queue(&self) -> String {
         format!("{}.bulk", self.request_queue)
+    }
+
+    /// Shard `index` of the bulk lane.
+    pub fn bulk_shard(&self, index: u16) -> String {
+        format!("{}.{index}", self.bulk_queue())
     }
 
     pub fn database_url(&self) -> String {
@@ -136,6 +148,9 @@ impl Env {
             ("PROCINST_REPLY_QUEUE", self.reply_queue.clone()),
             ("PROCINST_DEAD_LETTER_QUEUE", self.dead_queue.clone()),
             ("PROCINST_DEAD_LETTER_EXCHANGE", self.dlx.clone()),
+            // Fewer quorum queues to declare per test than the default 8;
+            // the sharing tests set their own.
+            ("PROCINST_BULK_SHARDS", TEST_BULK_SHARDS.to_string()),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v))
@@ -204,13 +219,18 @@ impl Drop for Env {
             }
         }
         let database = self.database.clone();
-        let queues = [
+        let mut queues = vec![
             self.request_queue.clone(),
             self.bulk_queue(),
             self.reply_queue.clone(),
             self.dead_queue.clone(),
         ];
-        let dlx = self.dlx.clone();
+        queues.extend((0..MAX_TEST_BULK_SHARDS).map(|i| self.bulk_shard(i)));
+        let exchanges = [
+            self.dlx.clone(),
+            self.bulk_queue(),
+            format!("{}.unrouted", self.bulk_queue()),
+        ];
         let amqp = self.amqp.clone();
         // Drop cannot await; clean up on a runtime of our own.
         let _ = std::thread::spawn(move || {
@@ -228,9 +248,11 @@ impl Drop for Env {
                                 .queue_delete(q.as_str().into(), QueueDeleteOptions::default())
                                 .await;
                         }
-                        let _ = ch
-                            .exchange_delete(dlx.as_str().into(), Default::default())
-                            .await;
+                        for x in &exchanges {
+                            let _ = ch
+                                .exchange_delete(x.as_str().into(), Default::default())
+                                .await;
+                        }
                     }
                     let _ = conn.close(200, "bye".into()).await;
                 }
