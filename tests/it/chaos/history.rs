@@ -78,7 +78,10 @@ enum Confirmed {
     Lost,
 }
 
-/// Publishes `messages` to `queue` at `rate` per second, each until a node
+/// Publishes `messages` at `rate` per second, even ones to the interactive
+/// queue and odd ones to the bulk exchange as one of three businesses (so
+/// that the bulk lane's shards are given and taken back meanwhile), each
+/// until a node
 /// confirms it: a publication that fails or is not confirmed is sent again
 /// (so a message may be in the queue twice, as a repeat). Returns when
 /// every message is confirmed.
@@ -86,7 +89,13 @@ enum Confirmed {
 /// The pace is kept on average: what a fault held back (an alarm blocks
 /// every publisher, a lost node costs a reconnect) is sent in a burst
 /// afterwards, as upstream systems that kept producing meanwhile would.
-pub async fn publish(messages: Arc<Vec<Message>>, lanes: [String; 2], rate: f64, history: Shared) {
+pub async fn publish(
+    messages: Arc<Vec<Message>>,
+    interactive_queue: String,
+    bulk_exchange: String,
+    rate: f64,
+    history: Shared,
+) {
     let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / rate));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
     let mut next = 0usize;
@@ -139,10 +148,14 @@ pub async fn publish(messages: Arc<Vec<Message>>, lanes: [String; 2], rate: f64,
             properties = properties.with_message_id(id.as_str().into());
         }
         record(&history, |h| h.sent[i] += 1);
+        let (exchange, routing_key) = if i.is_multiple_of(2) {
+            ("", interactive_queue.clone())
+        } else {
+            (bulk_exchange.as_str(), (10 + (i / 2) % 3).to_string())
+        };
         let sent = channel.basic_publish(
-            "".into(),
-            // Both lanes at once: even messages interactive, odd ones bulk.
-            lanes[i % 2].as_str().into(),
+            exchange.into(),
+            routing_key.as_str().into(),
             BasicPublishOptions::default(),
             &m.body,
             properties,

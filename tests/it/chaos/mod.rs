@@ -24,7 +24,7 @@ use std::{
 
 use tokio_util::sync::CancellationToken;
 
-use crate::helpers::{Env, WAIT, connect, ready_within};
+use crate::helpers::{Env, TEST_BULK_SHARDS, WAIT, connect, ready_within};
 use crate::support::pg_cluster;
 use crate::support::rabbitmq4::{any_node, cluster_url};
 use checker::{Tables, check};
@@ -71,6 +71,8 @@ async fn run(seed: u64, seconds: u64, rate: f64) {
     let mut vars = env.vars();
     vars.retain(|(k, _)| k != "DATABASE_URL");
     vars.push(("DATABASE_URL".into(), url));
+    // Shards given and taken back while the faults strike.
+    vars.push(("PROCINST_BULK_SHARD_IDLE_S".into(), "5".into()));
     let world = World::new(seed, vars, [primary, standby], env.request_queue.clone());
     for http in world.http() {
         assert!(ready_within(&http, WAIT).await, "a worker gets ready");
@@ -87,7 +89,8 @@ async fn run(seed: u64, seconds: u64, rate: f64) {
     ));
     let publisher = tokio::spawn(history::publish(
         messages.clone(),
-        [env.request_queue.clone(), env.bulk_queue()],
+        env.request_queue.clone(),
+        env.bulk_queue(),
         rate,
         history.clone(),
     ));
@@ -95,29 +98,44 @@ async fn run(seed: u64, seconds: u64, rate: f64) {
     let struck = faults::schedule(&world, seed, Duration::from_secs(seconds)).await;
     faults::heal(&world).await;
     let healed = Instant::now();
-    tokio::time::timeout(DRAIN, publisher)
-        .await
-        .expect("every message confirmed once the faults healed")
-        .expect("publisher");
+    if tokio::time::timeout(DRAIN, publisher).await.is_err() {
+        world.keep_logs();
+        let h = history.lock().unwrap_or_else(|e| e.into_inner());
+        let unconfirmed = h.confirmed.iter().filter(|&&c| c == 0).count();
+        panic!("{unconfirmed} messages still unconfirmed {DRAIN:?} after the faults healed");
+    }
 
-    // Drained: every confirmed publication answered, the request queue
-    // empty with nothing unacked.
+    // Drained: every confirmed publication answered, every queue of both
+    // lanes empty with nothing unacked.
+    let mut queues = vec![env.request_queue.clone(), env.bulk_queue()];
+    queues.extend((0..TEST_BULK_SHARDS).map(|i| env.bulk_shard(i)));
     let deadline = Instant::now() + DRAIN;
     loop {
-        let answered = {
+        let unanswered: Vec<&str> = {
             let h = history.lock().unwrap_or_else(|e| e.into_inner());
-            messages.iter().enumerate().all(|(i, m)| {
-                h.replies.get(&m.request_id).map_or(0, Vec::len) as u32 >= h.confirmed[i].min(1)
-            })
+            messages
+                .iter()
+                .enumerate()
+                .filter(|&(i, m)| {
+                    (h.replies.get(&m.request_id).map_or(0, Vec::len) as u32)
+                        < h.confirmed[i].min(1)
+                })
+                .map(|(_, m)| m.request_id.as_str())
+                .collect()
         };
-        if answered
-            && request_queue_is_empty(&env.request_queue).await
-            && request_queue_is_empty(&env.bulk_queue()).await
-        {
+        let held = queues_holding(&queues).await;
+        if unanswered.is_empty() && held.is_empty() {
             break;
         }
         if Instant::now() > deadline {
-            panic!("the queues did not drain within {DRAIN:?} of the faults healing");
+            world.keep_logs();
+            panic!(
+                "the queues did not drain within {DRAIN:?} of the faults healing: \
+                 {} confirmed requests unanswered (first: {:?}); queues holding messages \
+                 (name, ready, unacked): {held:?}",
+                unanswered.len(),
+                &unanswered[..unanswered.len().min(10)],
+            );
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
@@ -190,11 +208,21 @@ async fn run(seed: u64, seconds: u64, rate: f64) {
     }
 }
 
-/// The request queue holds no message, ready or unacked.
-async fn request_queue_is_empty(queue: &str) -> bool {
+/// Those of `queues` that hold a message, ready or unacked, with their
+/// counts; a queue the broker does not list counts as holding.
+async fn queues_holding(queues: &[String]) -> Vec<(String, String)> {
     let listed = any_node(&["list_queues", "name", "messages", "messages_unacknowledged"]).await;
-    listed
-        .lines()
-        .find_map(|l| l.strip_prefix(&format!("{queue}\t")))
-        .is_some_and(|counts| counts.split_whitespace().all(|c| c == "0"))
+    queues
+        .iter()
+        .filter_map(|queue| {
+            let counts = listed
+                .lines()
+                .find_map(|l| l.strip_prefix(&format!("{queue}\t")));
+            match counts {
+                Some(c) if c.split_whitespace().all(|n| n == "0") => None,
+                Some(c) => Some((queue.clone(), c.to_owned())),
+                None => Some((queue.clone(), "not listed".to_owned())),
+            }
+        })
+        .collect()
 }
