@@ -43,10 +43,19 @@ remove_bench_objects() {
   for q in "${PROCINST_REQUEST_QUEUE:-}" "$bulk" "${PROCINST_REPLY_QUEUE:-}" "${PROCINST_DEAD_LETTER_QUEUE:-}"; do
     if [ -n "$q" ]; then rabbitmqctl -q delete_queue "$q" >/dev/null 2>&1 || true; fi
   done
-  # rabbitmqctl has no delete_exchange; the broker's own function does it.
-  if [ -n "${PROCINST_DEAD_LETTER_EXCHANGE:-}" ]; then
-    rabbitmqctl -q eval "rabbit_exchange:delete(rabbit_misc:r(<<\"/\">>, exchange, <<\"$PROCINST_DEAD_LETTER_EXCHANGE\">>), false, <<\"procinst-bench\">>)." >/dev/null 2>&1 || true
+  # The bulk lane's shards: as many as the default or the setting gives.
+  if [ -n "$bulk" ]; then
+    local i shards=${PROCINST_BULK_SHARDS:-8}
+    [ "$shards" -lt 8 ] && shards=8
+    for ((i = 0; i < shards; i++)); do rabbitmqctl -q delete_queue "$bulk.$i" >/dev/null 2>&1 || true; done
   fi
+  # rabbitmqctl has no delete_exchange; the broker's own function does it.
+  local x
+  for x in "${PROCINST_DEAD_LETTER_EXCHANGE:-}" "$bulk" "${bulk:+$bulk.unrouted}"; do
+    if [ -n "$x" ]; then
+      rabbitmqctl -q eval "rabbit_exchange:delete(rabbit_misc:r(<<\"/\">>, exchange, <<\"$x\">>), false, <<\"procinst-bench\">>)." >/dev/null 2>&1 || true
+    fi
+  done
   psql "${DATABASE_URL%/*}/postgres" -qc "DROP DATABASE IF EXISTS \"${DATABASE_URL##*/}\" WITH (FORCE)" >/dev/null 2>&1 || true
   true
 }

@@ -94,6 +94,16 @@ pub struct Route {
     pub routing_key: String,
 }
 
+impl Route {
+    /// `queue` by name, through the default exchange.
+    pub fn queue(queue: &str) -> Route {
+        Route {
+            exchange: String::new(),
+            routing_key: queue.to_owned(),
+        }
+    }
+}
+
 /// Which of the two request queues a message travels: the interactive lane
 /// for requests someone waits for, the bulk lane for backfills and replays.
 /// A worker serves both, interactive first.
@@ -159,10 +169,7 @@ impl Topology {
     /// queue).
     pub fn route(&self, lane: Lane, bk_biz_id: Option<i64>) -> Route {
         match lane {
-            Lane::Interactive => Route {
-                exchange: String::new(),
-                routing_key: self.queue(lane),
-            },
+            Lane::Interactive => Route::queue(&self.queue(lane)),
             Lane::Bulk => Route {
                 exchange: self.bulk_exchange(),
                 routing_key: bk_biz_id.map(|b| b.to_string()).unwrap_or_default(),

@@ -280,11 +280,7 @@ async fn give_back<'a>(
 /// Publishes a copy of `message` to `queue` and, once the broker confirmed
 /// it, acks the original: the message starts again with no deliveries.
 async fn refresh(publish: &Channel, queue: &str, message: &BasicGetMessage) -> anyhow::Result<()> {
-    let route = Route {
-        exchange: String::new(),
-        routing_key: queue.to_owned(),
-    };
-    copy_to(publish, &route, message).await?;
+    copy_to(publish, &Route::queue(queue), message).await?;
     message
         .delivery
         .acker

@@ -44,7 +44,7 @@ use super::{
     request_body,
 };
 use crate::broker::{self, Cluster};
-use crate::config::{Lane, Settings};
+use crate::config::{Lane, Route, Settings};
 
 /// Interactive requests per second when `--rate` is not given.
 pub const DEFAULT_RATE: f64 = 50.0;
@@ -99,7 +99,7 @@ struct Shape {
 /// its own: the bulk publisher's bursts then never delay an interactive
 /// publish.
 struct Stream {
-    queue: String,
+    route: Route,
     run_id: String,
     requests: usize,
     rate: Option<f64>,
@@ -113,7 +113,7 @@ fn spawn(cluster: &Cluster, shape: Shape, stream: Stream) -> JoinHandle<anyhow::
     tokio::spawn(async move {
         let load = Load {
             cluster: &cluster,
-            queue: &stream.queue,
+            route: &stream.route,
             run_id: &stream.run_id,
             requests: stream.requests,
             rate: stream.rate,
@@ -132,7 +132,7 @@ fn spawn(cluster: &Cluster, shape: Shape, stream: Stream) -> JoinHandle<anyhow::
 /// allow: every request may await its reply at once.
 fn backlog(settings: &Settings, run_id: String, backfill: usize) -> Stream {
     Stream {
-        queue: settings.topology.queue(Lane::Bulk),
+        route: Route::queue(&settings.topology.queue(Lane::Bulk)),
         run_id,
         requests: backfill,
         rate: None,
@@ -234,7 +234,7 @@ pub async fn run(
         cluster,
         shape,
         Stream {
-            queue: settings.topology.queue(Lane::Interactive),
+            route: Route::queue(&settings.topology.queue(Lane::Interactive)),
             run_id: format!("{run_id}i"),
             requests: args.requests,
             rate: Some(rate),
@@ -323,7 +323,7 @@ impl LanesReport {
 /// Refuses to start unless the lane's queue exists and something consumes
 /// it: publishing to a missing queue drops every request, and a queue
 /// nobody serves would only be timed out.
-async fn require_consumer(cluster: &Cluster, queue: &str) -> anyhow::Result<()> {
+pub(super) async fn require_consumer(cluster: &Cluster, queue: &str) -> anyhow::Result<()> {
     let broker = broker::connect(cluster, "procinst loadtest").await?;
     let declared = tokio::time::timeout(
         Duration::from_secs(10),

@@ -1,6 +1,8 @@
 //! `procinst loadtest`: synthetic requests against a running worker, with
 //! an optional broker-only baseline (`--echo`) measured in the same run, or
-//! the two lanes against each other (`--backfill N`, see [`lanes`]).
+//! the two lanes against each other (`--backfill N`, see [`lanes`]), or two
+//! businesses sharing the bulk lane (`--backfill N --second-backfill M`,
+//! see [`sharing`]).
 
 mod cpu;
 mod echo;
@@ -8,6 +10,7 @@ mod lanes;
 mod phase;
 mod procstat;
 mod report;
+mod sharing;
 
 use std::{
     process::ExitCode,
@@ -22,7 +25,7 @@ use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
 use crate::broker::Cluster;
-use crate::config::Settings;
+use crate::config::{Route, Settings};
 use crate::redact::redact_url;
 use crate::store::{self, service_instance::ServiceInstanceRow};
 use phase::{Load, Measured};
@@ -62,6 +65,12 @@ pub struct LoadtestArgs {
     /// For a worker on this machine only.
     #[arg(long, requires = "backfill")]
     queue_first: bool,
+    /// Sharing mode, with --backfill N: a backfill of N for one business
+    /// on the bulk lane, then, once it is published, one of M for another;
+    /// report when the second was done against twice its time at half the
+    /// lane's rate.
+    #[arg(long, value_name = "M", requires = "backfill", conflicts_with = "queue_first")]
+    second_backfill: Option<usize>,
     /// Service instances the requests are spread over.
     #[arg(long, default_value_t = 64)]
     service_instances: i64,
@@ -123,6 +132,19 @@ pub async fn run(settings: &Settings, args: LoadtestArgs) -> anyhow::Result<Exit
         args.allow_foreign_data,
     )
     .await?;
+    if let (Some(backfill), Some(second)) = (args.backfill, args.second_backfill) {
+        let report = sharing::run(settings, &args, &cluster, &run_id, backfill, second).await?;
+        if args.json {
+            println!("{}", serde_json::to_string_pretty(&report)?);
+        } else {
+            sharing::print(&report);
+        }
+        return Ok(if report.complete() {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::FAILURE
+        });
+    }
     if let Some(backfill) = args.backfill {
         let report = lanes::run(settings, &args, &cluster, &run_id, backfill).await?;
         if args.json {
@@ -159,9 +181,10 @@ pub async fn run(settings: &Settings, args: LoadtestArgs) -> anyhow::Result<Exit
             async move { echo::serve(&settings, &queue, stop).await }
         });
         tokio::time::sleep(Duration::from_millis(300)).await;
+        let route = Route::queue(&queue);
         let load = Load {
             cluster: &cluster,
-            queue: &queue,
+            route: &route,
             run_id: &format!("{run_id}e"),
             requests: args.requests,
             rate: args.rate,
@@ -186,9 +209,10 @@ pub async fn run(settings: &Settings, args: LoadtestArgs) -> anyhow::Result<Exit
     let sampler = tokio::spawn(sample_rss(workers.clone(), peak.clone()));
     let db_before = db_snapshot(settings).await;
     let split = cpu::Sampler::start(workers.clone());
+    let route = Route::queue(&settings.topology.request_queue);
     let load = Load {
         cluster: &cluster,
-        queue: &settings.topology.request_queue,
+        route: &route,
         run_id: &run_id,
         requests: args.requests,
         rate: args.rate,

@@ -1,4 +1,4 @@
-//! One measured run: publish N requests to a queue (or fewer, when told to
+//! One measured run: publish N requests by a route (or fewer, when told to
 //! stop), wait for their replies on a private inbox, and record each
 //! publish-to-reply latency.
 
@@ -18,6 +18,7 @@ use tokio::sync::{Semaphore, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::broker::{self, Cluster, Inbox, started};
+use crate::config::Route;
 
 /// Longest silence tolerated while waiting for replies.
 const REPLY_IDLE_LIMIT: Duration = Duration::from_secs(60);
@@ -32,7 +33,8 @@ const LATENCY_MAX_US: u64 = 3_600_000_000;
 /// How a phase is driven.
 pub struct Load<'a> {
     pub cluster: &'a Cluster,
-    pub queue: &'a str,
+    /// The exchange and routing key each request is published with.
+    pub route: &'a Route,
     pub run_id: &'a str,
     pub requests: usize,
     pub rate: Option<f64>,
@@ -116,7 +118,8 @@ pub async fn run(load: &Load<'_>, body: impl Fn(usize) -> Vec<u8>) -> anyhow::Re
 
     // Each publish is started (its frames queued) in turn and awaited,
     // written and then confirmed, with the others.
-    let queue = ShortString::from(load.queue);
+    let exchange = ShortString::from(load.route.exchange.as_str());
+    let routing_key = ShortString::from(load.route.routing_key.as_str());
     let mut confirms = FuturesUnordered::new();
     let mut count = 0;
     'publish: for i in 0..load.requests {
@@ -146,13 +149,13 @@ pub async fn run(load: &Load<'_>, body: impl Fn(usize) -> Vec<u8>) -> anyhow::Re
             .with_correlation_id(correlation.as_str().into());
         sent[i].store(start.elapsed().as_nanos() as u64, Ordering::Relaxed);
         let channel = broker.publish.clone();
-        let queue = queue.clone();
+        let (exchange, routing_key) = (exchange.clone(), routing_key.clone());
         let body = body(i);
         let publish = async move {
             let confirm = channel
                 .basic_publish(
-                    "".into(),
-                    queue,
+                    exchange,
+                    routing_key,
                     BasicPublishOptions::default(),
                     &body,
                     properties,
