@@ -237,3 +237,44 @@ impl Fate {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use lapin::message::Delivery;
+    use tracing::Span;
+
+    use super::*;
+
+    fn answered(source: usize, tag: u64) -> Answered {
+        Answered {
+            delivery: Delivery::mock(tag, "".into(), "q".into(), false, Vec::new()),
+            source,
+            span: Span::none(),
+            fate: Fate::Reply(Reply {
+                request_id: format!("r-{source}-{tag}"),
+                body: Vec::new(),
+                outcome: Outcome::Stored,
+            }),
+        }
+    }
+
+    #[test]
+    fn each_source_is_acked_through_its_own_last_delivery() {
+        // Sources taken in turn: each channel numbers its own deliveries.
+        let shipment = [
+            answered(0, 1),
+            answered(2, 1),
+            answered(0, 2),
+            answered(1, 1),
+            answered(2, 2),
+            answered(2, 3),
+        ];
+        let lasts: Vec<u64> = last_of_each_source(&shipment)
+            .iter()
+            .map(|d| d.delivery_tag)
+            .collect();
+        // Source 0 through tag 2, source 2 through tag 3, source 1 through 1.
+        assert_eq!(lasts, [2, 3, 1]);
+        assert!(last_of_each_source(&[]).is_empty());
+    }
+}
