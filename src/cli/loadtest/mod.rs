@@ -69,7 +69,12 @@ pub struct LoadtestArgs {
     /// on the bulk lane, then, once it is published, one of M for another;
     /// report when the second was done against twice its time at half the
     /// lane's rate.
-    #[arg(long, value_name = "M", requires = "backfill", conflicts_with = "queue_first")]
+    #[arg(
+        long,
+        value_name = "M",
+        requires = "backfill",
+        conflicts_with = "queue_first"
+    )]
     second_backfill: Option<usize>,
     /// Service instances the requests are spread over.
     #[arg(long, default_value_t = 64)]

@@ -60,24 +60,25 @@ pub async fn run(
     );
     require_consumer(cluster, &settings.topology.queue(Lane::Bulk)).await?;
     let (processes, instances) = (args.processes_per_request, args.service_instances.max(1));
-    let backfill = |business: i64, suffix: &str, requests: usize, published: Option<CancellationToken>| {
-        let cluster = cluster.clone();
-        let route = settings.topology.route(Lane::Bulk, Some(business));
-        let run_id = format!("{run_id}{suffix}");
-        tokio::spawn(async move {
-            let load = Load {
-                cluster: &cluster,
-                route: &route,
-                run_id: &run_id,
-                requests,
-                rate: None,
-                concurrency: requests,
-                until: None,
-                published: published.as_ref(),
-            };
-            phase::run(&load, |i| request_body(&run_id, i, processes, instances)).await
-        })
-    };
+    let backfill =
+        |business: i64, suffix: &str, requests: usize, published: Option<CancellationToken>| {
+            let cluster = cluster.clone();
+            let route = settings.topology.route(Lane::Bulk, Some(business));
+            let run_id = format!("{run_id}{suffix}");
+            tokio::spawn(async move {
+                let load = Load {
+                    cluster: &cluster,
+                    route: &route,
+                    run_id: &run_id,
+                    requests,
+                    rate: None,
+                    concurrency: requests,
+                    until: None,
+                    published: published.as_ref(),
+                };
+                phase::run(&load, |i| request_body(&run_id, i, processes, instances)).await
+            })
+        };
     eprintln!("business {LOAD_BIZ}: {first_backfill} bulk requests");
     let published = CancellationToken::new();
     let first = backfill(LOAD_BIZ, "a", first_backfill, Some(published.clone()));
@@ -87,7 +88,8 @@ pub async fn run(
     let first = first.await??;
     let lane_requests_per_s =
         (first.answered + second.answered) as f64 / first.seconds.max(f64::EPSILON);
-    let second_target_s = 2.0 * second_backfill as f64 / (lane_requests_per_s / 2.0).max(f64::EPSILON);
+    let second_target_s =
+        2.0 * second_backfill as f64 / (lane_requests_per_s / 2.0).max(f64::EPSILON);
     Ok(SharingReport {
         mode: "sharing",
         first_backfill,
