@@ -202,6 +202,10 @@ pub struct Settings {
         global = true
     )]
     pub amqp_url: SecretUrlList,
+    /// A file holding `AMQP_URL` (a Docker or Kubernetes secret), read at
+    /// start and used instead of it; a trailing newline is ignored.
+    #[arg(long, env = "AMQP_URL_FILE", global = true)]
+    pub amqp_url_file: Option<PathBuf>,
     /// PEM file of the CA that signed the brokers' certificates, trusted by
     /// `amqps://` connections besides the system roots.
     #[arg(long, env = "PROCINST_AMQP_CA_FILE", global = true)]
@@ -214,6 +218,10 @@ pub struct Settings {
         global = true
     )]
     pub database_url: SecretUrl,
+    /// A file holding `DATABASE_URL`, read at start and used instead of
+    /// it; a trailing newline is ignored.
+    #[arg(long, env = "DATABASE_URL_FILE", global = true)]
+    pub database_url_file: Option<PathBuf>,
     #[command(flatten)]
     pub topology: Topology,
     /// Unacknowledged deliveries the broker may hand this worker on each
@@ -321,9 +329,48 @@ pub enum SettingsError {
     PoolTooSmall { pool: usize, writers: usize },
     #[error("{name} is not a valid URL: {reason}")]
     Url { name: &'static str, reason: String },
+    #[error("{name} ({}): cannot read the file: {source}", path.display())]
+    SecretFile {
+        name: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{name} ({}): the file is empty", path.display())]
+    EmptySecretFile { name: &'static str, path: PathBuf },
+}
+
+/// The contents of secret file `path` (setting `name`), without its
+/// trailing newline.
+fn read_secret_file(name: &'static str, path: &std::path::Path) -> Result<String, SettingsError> {
+    let text = std::fs::read_to_string(path).map_err(|source| SettingsError::SecretFile {
+        name,
+        path: path.to_owned(),
+        source,
+    })?;
+    let value = text.strip_suffix('\n').unwrap_or(&text);
+    let value = value.strip_suffix('\r').unwrap_or(value);
+    if value.is_empty() {
+        return Err(SettingsError::EmptySecretFile {
+            name,
+            path: path.to_owned(),
+        });
+    }
+    Ok(value.to_owned())
 }
 
 impl Settings {
+    /// Reads `AMQP_URL_FILE` and `DATABASE_URL_FILE` when set, in place of
+    /// `AMQP_URL` and `DATABASE_URL`.
+    pub fn read_secret_files(&mut self) -> Result<(), SettingsError> {
+        if let Some(path) = &self.amqp_url_file {
+            self.amqp_url = SecretUrlList(read_secret_file("AMQP_URL_FILE", path)?.into());
+        }
+        if let Some(path) = &self.database_url_file {
+            self.database_url = SecretUrl(read_secret_file("DATABASE_URL_FILE", path)?.into());
+        }
+        Ok(())
+    }
+
     /// Checks what clap cannot: cross-field rules and URL syntax.
     pub fn validate(&self) -> Result<(), SettingsError> {
         for (name, value) in [
@@ -526,6 +573,42 @@ mod tests {
         let mut argv = vec!["procinst"];
         argv.extend_from_slice(args);
         Flags::try_parse_from(argv).expect("flags parse").settings
+    }
+
+    #[test]
+    fn a_secret_file_replaces_its_setting_without_its_trailing_newline() {
+        let dir = std::env::temp_dir().join(format!("procinst-secrets-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let (amqp, database) = (dir.join("amqp"), dir.join("database"));
+        std::fs::write(&amqp, "amqp://u:from-file@rabbit:5672/%2f\n").expect("write");
+        std::fs::write(&database, "postgres://u:pw@db/procinst\r\n").expect("write");
+        let mut s = settings(&[
+            "--amqp-url-file",
+            amqp.to_str().expect("utf-8"),
+            "--database-url-file",
+            database.to_str().expect("utf-8"),
+        ]);
+        s.read_secret_files().expect("readable files");
+        assert_eq!(s.amqp_url.expose(), "amqp://u:from-file@rabbit:5672/%2f");
+        assert_eq!(s.database_url.expose(), "postgres://u:pw@db/procinst");
+        assert!(!s.summary().contains("from-file"), "{}", s.summary());
+
+        std::fs::write(&database, "\n").expect("write");
+        let err = s
+            .read_secret_files()
+            .expect_err("an empty file")
+            .to_string();
+        assert!(err.starts_with("DATABASE_URL_FILE ("), "{err}");
+        let mut missing = settings(&["--amqp-url-file", "/nonexistent/amqp-url"]);
+        let err = missing
+            .read_secret_files()
+            .expect_err("no such file")
+            .to_string();
+        assert!(
+            err.starts_with("AMQP_URL_FILE (/nonexistent/amqp-url): cannot read the file"),
+            "{err}"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

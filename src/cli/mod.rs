@@ -55,7 +55,8 @@ pub enum Command {
 }
 
 /// Runs the chosen command; `Err` is printed with its causes by `main`.
-pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+pub async fn run(mut cli: Cli) -> anyhow::Result<ExitCode> {
+    cli.settings.read_secret_files()?;
     cli.settings.validate()?;
     match cli.command {
         Command::Run => run::run(cli.settings).await,

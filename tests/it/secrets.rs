@@ -86,3 +86,70 @@ async fn debug_logs_print_no_sql_parameters_or_message_bodies() {
         );
     }
 }
+
+/// `AMQP_URL_FILE` and `DATABASE_URL_FILE` (Docker and Kubernetes secrets)
+/// take the place of `AMQP_URL` and `DATABASE_URL`, here set to addresses
+/// where nothing listens, for the worker and the other commands alike; a
+/// file that cannot be read stops a command at once, naming the variable.
+#[tokio::test]
+async fn connection_urls_come_from_secret_files_for_every_command() {
+    let mut env = Env::new().await;
+    env.service_instance(1, 10, "0", 0, 1).await;
+    let dir = std::env::temp_dir().join(crate::helpers::unique("secrets"));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let (amqp_file, database_file) = (dir.join("amqp_url"), dir.join("database_url"));
+    std::fs::write(&amqp_file, format!("{}\n", env.amqp)).expect("write");
+    std::fs::write(&database_file, format!("{}\n", env.database_url())).expect("write");
+    let (amqp_file, database_file) = (
+        amqp_file.to_str().expect("utf-8").to_owned(),
+        database_file.to_str().expect("utf-8").to_owned(),
+    );
+    let from_files = [
+        ("AMQP_URL", "amqp://nobody:wrong@127.0.0.1:1/%2f"),
+        ("AMQP_URL_FILE", amqp_file.as_str()),
+        ("DATABASE_URL", "postgres://nobody@127.0.0.1:1/nothing"),
+        ("DATABASE_URL_FILE", database_file.as_str()),
+    ];
+
+    env.start_worker(&from_files).await;
+    let client = env.client().await;
+    client.send(&request("from-files", 1, 10, "f", 1)).await;
+    let replies = client.replies_by_id(&env.reply_queue, 1).await;
+    assert_eq!(replies["from-files"].json["code"], 0);
+    for args in [
+        &["migrate"][..],
+        &["request", "show", "from-files"],
+        &["dlq", "list"],
+    ] {
+        let out = env.procinst_within(args, &from_files).await;
+        assert!(
+            out.status.success(),
+            "procinst {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    let missing = dir.join("missing");
+    let missing = missing.to_str().expect("utf-8");
+    for (variable, args) in [
+        ("DATABASE_URL_FILE", &["migrate"][..]),
+        ("AMQP_URL_FILE", &["dlq", "list"]),
+    ] {
+        let began = std::time::Instant::now();
+        let out = env.procinst_within(args, &[(variable, missing)]).await;
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success(),
+            "procinst {args:?} with {variable} unreadable"
+        );
+        assert!(
+            stderr.contains(&format!("{variable} ({missing}): cannot read the file")),
+            "{stderr}"
+        );
+        assert!(
+            began.elapsed() < std::time::Duration::from_secs(5),
+            "it fails at once"
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
