@@ -6,14 +6,9 @@ use crate::config::Settings;
 use crate::redact::redact_url;
 use crate::store;
 
-/// Creates the database if needed and applies pending migrations.
+/// Creates the database if needed and applies pending migrations: the
+/// schema owner's command.
 pub async fn run(settings: &Settings) -> anyhow::Result<ExitCode> {
-    prepare_database(settings).await?;
-    Ok(ExitCode::SUCCESS)
-}
-
-/// Shared with `run`: the database exists and its schema is current.
-pub async fn prepare_database(settings: &Settings) -> anyhow::Result<()> {
     let url = redact_url(settings.database_url.expose());
     store::ensure_database(settings.database_url.expose())
         .await
@@ -21,10 +16,65 @@ pub async fn prepare_database(settings: &Settings) -> anyhow::Result<()> {
     let applied = store::migrate(settings.database_url.expose())
         .await
         .with_context(|| format!("cannot migrate the database at {url}"))?;
+    log_applied(&applied);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Shared with `run` and the other commands that use the database: the
+/// database exists and its schema is the one this procinst needs.
+///
+/// A current schema is only read, so a role that may read and write the
+/// tables but not change the schema works. A missing or older schema is
+/// migrated when the role may (a development database, a compose file);
+/// when it may not, the error says which version is there, which is needed,
+/// and who must migrate. A newer schema (a newer procinst migrated it) is
+/// used with a warning: migrations only add.
+pub async fn prepare_database(settings: &Settings) -> anyhow::Result<()> {
+    let url = redact_url(settings.database_url.expose());
+    store::ensure_database(settings.database_url.expose())
+        .await
+        .with_context(|| format!("cannot reach or create the database at {url}"))?;
+    let needed = store::required_version();
+    let found = store::schema_version(settings.database_url.expose())
+        .await
+        .with_context(|| format!("cannot read the schema version of the database at {url}"))?;
+    match found {
+        Some(version) if version == needed => {
+            tracing::info!(version, "database schema is up to date");
+            return Ok(());
+        }
+        Some(version) if version > needed => {
+            tracing::warn!(
+                version,
+                needed,
+                "the database schema is newer than this procinst's; using it (migrations only add)"
+            );
+            return Ok(());
+        }
+        _ => {}
+    }
+    match store::migrate(settings.database_url.expose()).await {
+        Ok(applied) => {
+            log_applied(&applied);
+            Ok(())
+        }
+        Err(e) => {
+            let there = match found {
+                Some(version) => format!("schema at version {version}"),
+                None => "no procinst schema".to_owned(),
+            };
+            Err(anyhow::Error::new(e).context(format!(
+                "database at {url}: {there}, this procinst needs {needed}: \
+                 run `procinst migrate` as the schema owner"
+            )))
+        }
+    }
+}
+
+fn log_applied(applied: &[String]) {
     if applied.is_empty() {
         tracing::info!("database schema is up to date");
     } else {
         tracing::info!(?applied, "applied migrations");
     }
-    Ok(())
 }

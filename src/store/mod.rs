@@ -24,7 +24,7 @@ mod write;
 pub use database_url::{DatabaseUrl, Roots, SslMode, UrlError, Verification};
 pub use error::StoreError;
 pub use lookup::{Existing, Lookup, ProcessKey, ServiceInstance, StoredReply, Wanted};
-pub use migrate::migrate;
+pub use migrate::{migrate, required_version, schema_version};
 pub use pool::{connect_pool, connect_worker_pool, ensure_database, writable};
 pub use round::Round;
 pub use tls::TlsError;

@@ -25,6 +25,7 @@ mod dlq_browse;
 mod faults;
 mod idempotency;
 mod lanes;
+mod least_privilege;
 mod loadtest_report;
 mod request_show;
 mod requests;
