@@ -10,7 +10,9 @@ use lapin::{
 
 use super::BrokerError;
 
-/// A server-named queue that lives as long as its connection.
+/// An exclusive queue that lives as long as its connection, named after
+/// the reply queue (`<reply queue>.inbox.<pid>-<random>`), so that a broker
+/// user whose permissions cover only procinst's names may declare it.
 pub struct Inbox {
     pub name: String,
     consumer: lapin::Consumer,
@@ -24,11 +26,17 @@ pub struct InboxReply {
 }
 
 impl Inbox {
-    /// Declares the queue and starts consuming it without acks.
-    pub async fn open(channel: &Channel) -> Result<Inbox, BrokerError> {
+    /// Declares the queue, named after `reply_queue`, and starts consuming
+    /// it without acks.
+    pub async fn open(channel: &Channel, reply_queue: &str) -> Result<Inbox, BrokerError> {
+        let name = format!(
+            "{reply_queue}.inbox.{}-{:016x}",
+            std::process::id(),
+            fastrand::u64(..)
+        );
         let queue = channel
             .queue_declare(
-                "".into(),
+                name.as_str().into(),
                 QueueDeclareOptions::exclusive().auto_delete(),
                 FieldTable::default(),
             )

@@ -65,7 +65,7 @@ pub async fn run(settings: &Settings, args: PublishArgs) -> anyhow::Result<ExitC
     broker::declare(&broker.connection, &settings.topology).await?;
     let (published_tx, published_rx) = watch::channel(None);
     let collector = if args.wait {
-        let inbox = Inbox::open(&broker.consume).await?;
+        let inbox = Inbox::open(&broker.consume, &settings.topology.reply_queue).await?;
         let out: Box<dyn Write + Send> = match &args.out {
             Some(path) => Box::new(std::io::BufWriter::new(
                 std::fs::File::create(path)

@@ -173,3 +173,112 @@ async fn the_owner_migrates_and_every_command_runs_as_a_role_that_only_reads_and
         ))
         .await;
 }
+
+/// A broker user of this test's own, dropped when it ends.
+struct BrokerUser(String);
+
+impl BrokerUser {
+    /// A user whose permissions cover only the names under `prefix.`, and
+    /// the default exchange to publish replies and requests through: the
+    /// three patterns the README gives.
+    fn limited_to(prefix: &str) -> BrokerUser {
+        let name = unique("user");
+        let ctl = |args: &[&str]| {
+            let out = crate::helpers::rabbitmqctl()
+                .args(args)
+                .output()
+                .expect("rabbitmqctl");
+            assert!(
+                out.status.success(),
+                "rabbitmqctl {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        ctl(&["add_user", &name, "limited-pw"]);
+        let own = format!("^{}\\.", regex_escape(prefix));
+        ctl(&[
+            "set_permissions",
+            "-p",
+            "/",
+            &name,
+            &own,
+            &format!("{own}|^amq\\.default$"),
+            &own,
+        ]);
+        BrokerUser(name)
+    }
+
+    /// `amqp_url` with this user's credentials.
+    fn url(&self, amqp_url: &str) -> String {
+        let mut url = url::Url::parse(amqp_url).expect("AMQP URL");
+        url.set_username(&self.0).expect("user");
+        url.set_password(Some("limited-pw")).expect("password");
+        url.to_string()
+    }
+}
+
+impl Drop for BrokerUser {
+    fn drop(&mut self) {
+        let _ = crate::helpers::rabbitmqctl()
+            .args(["delete_user", &self.0])
+            .output();
+    }
+}
+
+fn regex_escape(text: &str) -> String {
+    text.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' || c == '-' {
+                c.to_string()
+            } else {
+                format!("\\{c}")
+            }
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn every_command_works_with_a_broker_user_limited_to_procinsts_own_names() {
+    let mut env = Env::new().await;
+    env.service_instance(1, 10, "0", 0, 1).await;
+    // The test's names all start with its id: `<id>.requests`, ...
+    let user = BrokerUser::limited_to(&env.id);
+    let limited = user.url(&env.amqp);
+    let amqp = [("AMQP_URL", limited.as_str())];
+    env.start_worker(&amqp).await;
+
+    // Through both lanes (the bulk lane's exchange and its alternate), a
+    // dead letter, and `publish --wait` with its reply inbox.
+    let client = env.client().await;
+    client.send(&request("limited-1", 1, 10, "a", 1)).await;
+    client.publish(b"not json", Default::default()).await;
+    let line = format!("{}\n", request("limited-2", 1, 10, "b", 1));
+    let out = env.procinst_with(&["publish", "--wait", "-"], Some(&line), &amqp);
+    assert!(
+        out.status.success(),
+        "publish --wait: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let replies = client.replies_by_id(&env.reply_queue, 1).await;
+    assert_eq!(replies["limited-1"].json["code"], 0);
+    for args in [
+        &["dlq", "list"][..],
+        &["dlq", "replay", "--dry-run"],
+        &["migrate"],
+        &["request", "show", "limited-2"],
+    ] {
+        let out = env.procinst_within(args, &amqp).await;
+        assert!(
+            out.status.success(),
+            "procinst {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let listed = env.procinst_within(&["dlq", "list"], &amqp).await;
+    assert!(
+        String::from_utf8_lossy(&listed.stdout).contains("not_json"),
+        "{}",
+        String::from_utf8_lossy(&listed.stdout)
+    );
+    assert_eq!(env.count("SELECT count(*) FROM process").await, 2);
+}

@@ -100,6 +100,7 @@ struct Shape {
 /// publish.
 struct Stream {
     route: Route,
+    reply_queue: String,
     run_id: String,
     requests: usize,
     rate: Option<f64>,
@@ -114,6 +115,7 @@ fn spawn(cluster: &Cluster, shape: Shape, stream: Stream) -> JoinHandle<anyhow::
         let load = Load {
             cluster: &cluster,
             route: &stream.route,
+            reply_queue: &stream.reply_queue,
             run_id: &stream.run_id,
             requests: stream.requests,
             rate: stream.rate,
@@ -133,6 +135,7 @@ fn spawn(cluster: &Cluster, shape: Shape, stream: Stream) -> JoinHandle<anyhow::
 fn backlog(settings: &Settings, run_id: String, backfill: usize) -> Stream {
     Stream {
         route: Route::queue(&settings.topology.queue(Lane::Bulk)),
+        reply_queue: settings.topology.reply_queue.clone(),
         run_id,
         requests: backfill,
         rate: None,
@@ -235,6 +238,7 @@ pub async fn run(
         shape,
         Stream {
             route: Route::queue(&settings.topology.queue(Lane::Interactive)),
+            reply_queue: settings.topology.reply_queue.clone(),
             run_id: format!("{run_id}i"),
             requests: args.requests,
             rate: Some(rate),

@@ -190,6 +190,7 @@ pub async fn run(settings: &Settings, args: LoadtestArgs) -> anyhow::Result<Exit
         let load = Load {
             cluster: &cluster,
             route: &route,
+            reply_queue: &settings.topology.reply_queue,
             run_id: &format!("{run_id}e"),
             requests: args.requests,
             rate: args.rate,
@@ -218,6 +219,7 @@ pub async fn run(settings: &Settings, args: LoadtestArgs) -> anyhow::Result<Exit
     let load = Load {
         cluster: &cluster,
         route: &route,
+        reply_queue: &settings.topology.reply_queue,
         run_id: &run_id,
         requests: args.requests,
         rate: args.rate,

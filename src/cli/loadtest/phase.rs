@@ -35,6 +35,8 @@ pub struct Load<'a> {
     pub cluster: &'a Cluster,
     /// The exchange and routing key each request is published with.
     pub route: &'a Route,
+    /// The reply queue, which the phase's private inbox is named after.
+    pub reply_queue: &'a str,
     pub run_id: &'a str,
     pub requests: usize,
     pub rate: Option<f64>,
@@ -92,7 +94,7 @@ pub async fn run(load: &Load<'_>, body: impl Fn(usize) -> Vec<u8>) -> anyhow::Re
     // stopped the workers until then continues them.
     let _published_at_the_latest = load.published.map(|t| t.clone().drop_guard());
     let broker = broker::connect(load.cluster, "procinst loadtest").await?;
-    let inbox = Inbox::open(&broker.consume).await?;
+    let inbox = Inbox::open(&broker.consume, load.reply_queue).await?;
     let reply_to = inbox.name.clone();
     let start = Instant::now();
     let sent: Arc<Vec<AtomicU64>> =

@@ -65,10 +65,12 @@ pub async fn run(
             let cluster = cluster.clone();
             let route = settings.topology.route(Lane::Bulk, Some(business));
             let run_id = format!("{run_id}{suffix}");
+            let reply_queue = settings.topology.reply_queue.clone();
             tokio::spawn(async move {
                 let load = Load {
                     cluster: &cluster,
                     route: &route,
+                    reply_queue: &reply_queue,
                     run_id: &run_id,
                     requests,
                     rate: None,
