@@ -24,6 +24,7 @@ mod dead_letters;
 mod dlq_browse;
 mod faults;
 mod idempotency;
+mod kubernetes;
 mod lanes;
 mod least_privilege;
 mod loadtest_report;
