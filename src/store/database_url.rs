@@ -1,7 +1,8 @@
 //! `DATABASE_URL` as libpq reads it, as far as procinst needs: several
 //! hosts with `target_session_attrs` (tokio-postgres parses those), and
-//! `sslmode` with all five libpq values plus `sslrootcert`, which
-//! tokio-postgres does not know and which are taken out here.
+//! `sslmode` with all five libpq values plus `sslrootcert`, `sslcert` and
+//! `sslkey`, which tokio-postgres does not know and which are taken out
+//! here.
 
 use std::path::PathBuf;
 
@@ -55,6 +56,10 @@ pub enum UrlError {
     SslMode(String),
     #[error("sslrootcert is empty")]
     EmptyRootCert,
+    #[error("{0} is empty")]
+    EmptyPath(&'static str),
+    #[error("sslcert and sslkey go together: {0} is given without {1}")]
+    HalfClientCert(&'static str, &'static str),
     #[error(transparent)]
     Invalid(#[from] tokio_postgres::Error),
 }
@@ -66,6 +71,16 @@ pub struct DatabaseUrl {
     pub config: Config,
     pub ssl_mode: SslMode,
     pub root_cert: Option<Roots>,
+    /// The client certificate and its key (`sslcert`, `sslkey`: PEM files),
+    /// presented when the server asks for one.
+    pub client_cert: Option<ClientCert>,
+}
+
+/// A client certificate chain and its private key, as PEM files.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientCert {
+    pub cert: PathBuf,
+    pub key: PathBuf,
 }
 
 impl DatabaseUrl {
@@ -77,6 +92,7 @@ impl DatabaseUrl {
         let (base, query) = raw.split_once('?').unwrap_or((raw, ""));
         let mut ssl_mode = SslMode::default();
         let mut root_cert = None;
+        let (mut cert, mut cert_key) = (None, None);
         let mut kept = Vec::new();
         for pair in query.split('&').filter(|p| !p.is_empty()) {
             let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
@@ -86,6 +102,10 @@ impl DatabaseUrl {
                 "sslrootcert" if value.is_empty() => return Err(UrlError::EmptyRootCert),
                 "sslrootcert" if value == "system" => root_cert = Some(Roots::System),
                 "sslrootcert" => root_cert = Some(Roots::File(PathBuf::from(&*value))),
+                "sslcert" if value.is_empty() => return Err(UrlError::EmptyPath("sslcert")),
+                "sslkey" if value.is_empty() => return Err(UrlError::EmptyPath("sslkey")),
+                "sslcert" => cert = Some(PathBuf::from(&*value)),
+                "sslkey" => cert_key = Some(PathBuf::from(&*value)),
                 _ => kept.push(pair),
             }
         }
@@ -100,10 +120,17 @@ impl DatabaseUrl {
             SslMode::Prefer => WireSslMode::Prefer,
             _ => WireSslMode::Require,
         });
+        let client_cert = match (cert, cert_key) {
+            (Some(cert), Some(key)) => Some(ClientCert { cert, key }),
+            (Some(_), None) => return Err(UrlError::HalfClientCert("sslcert", "sslkey")),
+            (None, Some(_)) => return Err(UrlError::HalfClientCert("sslkey", "sslcert")),
+            (None, None) => None,
+        };
         Ok(Self {
             config,
             ssl_mode,
             root_cert,
+            client_cert,
         })
     }
 
@@ -143,6 +170,23 @@ mod tests {
 
     fn parse(raw: &str) -> DatabaseUrl {
         DatabaseUrl::parse(raw).unwrap_or_else(|e| panic!("{raw}: {e}"))
+    }
+
+    #[test]
+    fn a_client_certificate_is_a_cert_and_a_key_or_nothing() {
+        let url = parse("postgres://u@h/db?sslmode=verify-full&sslcert=/s/c.pem&sslkey=/s/k.pem");
+        assert_eq!(
+            url.client_cert,
+            Some(ClientCert {
+                cert: "/s/c.pem".into(),
+                key: "/s/k.pem".into()
+            })
+        );
+        assert!(parse("postgres://u@h/db").client_cert.is_none());
+        for half in ["sslcert=/s/c.pem", "sslkey=/s/k.pem", "sslcert=&sslkey=/k"] {
+            let raw = format!("postgres://u@h/db?{half}");
+            assert!(DatabaseUrl::parse(&raw).is_err(), "{raw}");
+        }
     }
 
     #[test]

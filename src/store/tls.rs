@@ -11,13 +11,13 @@ use rustls::client::WebPkiServerVerifier;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::{CryptoProvider, verify_tls12_signature, verify_tls13_signature};
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::{
     CertificateError, ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme,
 };
 use tokio_postgres_rustls::MakeRustlsConnect;
 
-use super::database_url::{DatabaseUrl, Roots, Verification};
+use super::database_url::{ClientCert, DatabaseUrl, Roots, Verification};
 
 /// Why no TLS connector could be built.
 #[derive(Debug, thiserror::Error)]
@@ -32,6 +32,20 @@ pub enum TlsError {
     NoRoots(String),
     #[error("no system root certificates found; give sslrootcert")]
     NoSystemRoots,
+    #[error("cannot read sslcert {path}")]
+    ClientCert {
+        path: String,
+        #[source]
+        source: rustls::pki_types::pem::Error,
+    },
+    #[error("sslcert {0} holds no certificate")]
+    NoClientCert(String),
+    #[error("cannot read sslkey {path}")]
+    ClientKey {
+        path: String,
+        #[source]
+        source: rustls::pki_types::pem::Error,
+    },
     #[error("cannot set up TLS")]
     Rustls(#[from] rustls::Error),
     #[error("cannot set up certificate verification")]
@@ -58,9 +72,36 @@ pub fn connector(url: &DatabaseUrl) -> Result<MakeRustlsConnect, TlsError> {
     let config = ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()?
         .dangerous()
-        .with_custom_certificate_verifier(verifier)
-        .with_no_client_auth();
+        .with_custom_certificate_verifier(verifier);
+    let config = match &url.client_cert {
+        None => config.with_no_client_auth(),
+        Some(client) => {
+            let (chain, key) = load_client_cert(client)?;
+            config.with_client_auth_cert(chain, key)?
+        }
+    };
     Ok(MakeRustlsConnect::new(config))
+}
+
+/// The certificate chain and private key of `sslcert` and `sslkey`.
+fn load_client_cert(
+    client: &ClientCert,
+) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>), TlsError> {
+    let shown = client.cert.display().to_string();
+    let chain = CertificateDer::pem_file_iter(&client.cert)
+        .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+        .map_err(|source| TlsError::ClientCert {
+            path: shown.clone(),
+            source,
+        })?;
+    if chain.is_empty() {
+        return Err(TlsError::NoClientCert(shown));
+    }
+    let key = PrivateKeyDer::from_pem_file(&client.key).map_err(|source| TlsError::ClientKey {
+        path: client.key.display().to_string(),
+        source,
+    })?;
+    Ok((chain, key))
 }
 
 fn load_roots(roots: &Roots) -> Result<RootCertStore, TlsError> {

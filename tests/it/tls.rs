@@ -30,6 +30,19 @@ impl Ca {
         }
     }
 
+    /// A client certificate for `user` (its common name) and its key, in
+    /// PEM.
+    fn client(&self, user: &str) -> (String, String) {
+        let mut params = CertificateParams::new(Vec::<String>::new()).expect("client params");
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, user);
+        params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+        let key = KeyPair::generate().expect("client key");
+        let cert = params.signed_by(&key, &self.issuer).expect("signed");
+        (cert.pem(), key.serialize_pem())
+    }
+
     /// A server certificate and its key, in PEM.
     fn server(&self, names: &[&str]) -> (String, String) {
         let names: Vec<String> = names.iter().map(|n| (*n).to_owned()).collect();
@@ -43,14 +56,22 @@ impl Ca {
 /// A TLS-only cluster serving a certificate of `ca` for localhost and
 /// 127.0.0.1.
 fn tls_cluster(ca: &Ca) -> Cluster {
-    let cluster = Cluster::create("it_tls", Tcp::TlsOnly, &[]);
+    tls_cluster_with(ca, Tcp::TlsOnly)
+}
+
+/// Like [`tls_cluster`], with `tcp`'s authentication; client certificates
+/// are checked against `ca`.
+fn tls_cluster_with(ca: &Ca, tcp: Tcp) -> Cluster {
+    let cluster = Cluster::create("it_tls", tcp, &[]);
     let (cert, key) = ca.server(&["localhost", "127.0.0.1"]);
     let cert = cluster.file("server.crt", &cert, 0o644);
     let key = cluster.file("server.key", &key, 0o600);
+    let ca_file = cluster.file("client-ca.pem", &ca.pem, 0o644);
     let conf = format!(
-        "ssl = on\nssl_cert_file = '{}'\nssl_key_file = '{}'\n",
+        "ssl = on\nssl_cert_file = '{}'\nssl_key_file = '{}'\nssl_ca_file = '{}'\n",
         cert.display(),
-        key.display()
+        key.display(),
+        ca_file.display()
     );
     let conf_d = format!("/etc/postgresql/15/{}/conf.d/tls.conf", cluster.name);
     std::fs::write(conf_d, conf).expect("write tls.conf");
@@ -163,4 +184,77 @@ async fn migrate_over_verified_tls_succeeds_and_an_untrusted_certificate_fails_f
         "untrusted certificate refused in {:?}: {stderr}",
         started.elapsed()
     );
+}
+
+/// `sslcert` and `sslkey`, as libpq reads them, against a server that
+/// authenticates by client certificate (`cert`, which implies
+/// `clientcert=verify-full`): a certificate of its CA for the user works;
+/// none, or one of another CA, fails at once with the server's reason.
+#[tokio::test]
+async fn a_client_certificate_authenticates_and_a_missing_or_untrusted_one_fails_fast() {
+    let mut env = Env::new().await;
+    let ca = Ca::new("procinst test CA");
+    let cluster = tls_cluster_with(&ca, Tcp::ClientCert);
+    let ca_file = cluster.file("ca.pem", &ca.pem, 0o644);
+    let (cert, key) = ca.client("postgres");
+    let (cert, key) = (
+        cluster.file("client.crt", &cert, 0o644),
+        cluster.file("client.key", &key, 0o600),
+    );
+    let stranger = Ca::new("someone else");
+    let (bad_cert, bad_key) = stranger.client("postgres");
+    let (bad_cert, bad_key) = (
+        cluster.file("stranger.crt", &bad_cert, 0o644),
+        cluster.file("stranger.key", &bad_key, 0o600),
+    );
+    let url = |client: &str| {
+        format!(
+            "postgres://postgres@localhost:{}/procinst?sslmode=verify-full&sslrootcert={}{client}",
+            cluster.port,
+            ca_file.display()
+        )
+    };
+    let good = url(&format!(
+        "&sslcert={}&sslkey={}",
+        cert.display(),
+        key.display()
+    ));
+    let out = env
+        .procinst_within(&["migrate"], &[("DATABASE_URL", &good)])
+        .await;
+    assert!(
+        out.status.success(),
+        "migrate with a client certificate: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    env.start_worker(&[("DATABASE_URL", &good)]).await;
+
+    for (what, client, why) in [
+        (
+            "no client certificate",
+            String::new(),
+            "connection requires a valid client certificate",
+        ),
+        (
+            "a certificate of another CA",
+            format!(
+                "&sslcert={}&sslkey={}",
+                bad_cert.display(),
+                bad_key.display()
+            ),
+            "received fatal alert: UnknownCA",
+        ),
+    ] {
+        let started = Instant::now();
+        let out = env
+            .procinst_within(&["migrate"], &[("DATABASE_URL", &url(&client))])
+            .await;
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{what} is refused");
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "{what}: refused fast"
+        );
+        assert!(stderr.contains(why), "{what}: the error says why: {stderr}");
+    }
 }

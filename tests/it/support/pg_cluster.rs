@@ -22,6 +22,9 @@ pub enum Tcp {
     Any,
     /// Only over TLS (`hostssl`): a plain connection is refused.
     TlsOnly,
+    /// Only over TLS with a client certificate whose common name is the
+    /// user (`cert` authentication: `clientcert=verify-full`).
+    ClientCert,
 }
 
 pub struct Cluster {
@@ -153,16 +156,17 @@ impl Cluster {
     }
 
     fn write_hba(&self, tcp: Tcp) {
-        let host = match tcp {
-            Tcp::Any => "host",
-            Tcp::TlsOnly => "hostssl",
+        let (host, method) = match tcp {
+            Tcp::Any => ("host", "trust"),
+            Tcp::TlsOnly => ("hostssl", "trust"),
+            Tcp::ClientCert => ("hostssl", "cert"),
         };
         let hba = format!(
             "local all all trust\n\
              local replication all trust\n\
-             {host} all all 127.0.0.1/32 trust\n\
-             {host} all all ::1/128 trust\n\
-             {host} replication all 127.0.0.1/32 trust\n"
+             {host} all all 127.0.0.1/32 {method}\n\
+             {host} all all ::1/128 {method}\n\
+             {host} replication all 127.0.0.1/32 {method}\n"
         );
         let path = Path::new("/etc/postgresql")
             .join(VERSION)
