@@ -44,7 +44,7 @@ pub fn install_metrics() -> anyhow::Result<PrometheusHandle> {
 /// Counters that only move when something goes wrong, shown at zero from
 /// the start, so that dashboards and alerts (`deploy/`) see the series
 /// before the first incident. Labelled series appear with their first use.
-const COUNTERS: [(&str, &str); 10] = [
+const COUNTERS: [(&str, &str); 11] = [
     (
         "procinst_db_retries_total",
         "Batches retried after database trouble",
@@ -62,6 +62,10 @@ const COUNTERS: [(&str, &str); 10] = [
         "Batches handed back after losing races too often",
     ),
     ("procinst_reconnects_total", "Broker reconnect attempts"),
+    (
+        "procinst_stalls_total",
+        "Sessions ended because they held deliveries and finished none for two minutes, with nothing to explain it",
+    ),
     (
         "procinst_broker_blocked_seconds_total",
         "Seconds the broker blocked the worker's publishes (a memory or disk alarm), in whole seconds",

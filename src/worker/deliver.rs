@@ -15,7 +15,7 @@ use tracing_opentelemetry::OpenTelemetrySpanExt;
 use super::decide::Decided;
 use super::disposition::OnBroker;
 use super::message::{Answered, Fate, Reply, last_of_each_source};
-use super::{Backoff, Totals, Worker};
+use super::{Backoff, Health, Totals, Worker};
 use crate::broker::{
     self, Broker, BrokerError, LaneChannels, Outgoing, Publisher, headers, reply_properties,
     trace_context,
@@ -40,6 +40,7 @@ pub(super) struct Deliverer<'a> {
     consume: &'a [Channel],
     topology: &'a Topology,
     totals: &'a Totals,
+    health: &'a Health,
     shutdown: &'a CancellationToken,
     /// Grows with each refusal in a row.
     refused: Backoff,
@@ -60,6 +61,7 @@ impl<'a> Deliverer<'a> {
             consume: &channels.consume,
             topology: &worker.settings.topology,
             totals: &worker.totals,
+            health: &worker.health,
             shutdown,
             refused: Backoff::new(REFUSED_RETRY_MIN, REFUSED_RETRY_MAX),
         }
@@ -142,6 +144,7 @@ impl<'a> Deliverer<'a> {
         let lane = self.lane.as_str();
         metrics::gauge!("procinst_in_flight_deliveries", "lane" => lane)
             .decrement(messages.len() as f64);
+        self.health.finished(messages.len());
         for started in timings {
             metrics::histogram!("procinst_batch_seconds", "lane" => lane)
                 .record(started.elapsed().as_secs_f64());

@@ -1,5 +1,5 @@
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::broker::Blocked;
@@ -23,6 +23,11 @@ pub struct Health {
     store_trouble: Mutex<Option<(Instant, String)>>,
     /// The session's connection's alarm state, while there is a session.
     blocked: Mutex<Option<Blocked>>,
+    /// Deliveries of the session received and not yet acked or handed
+    /// back.
+    held: AtomicI64,
+    /// When the session last finished a batch (or began), on tokio's clock.
+    progressed: Mutex<tokio::time::Instant>,
 }
 
 impl Default for Health {
@@ -33,6 +38,8 @@ impl Default for Health {
             stage: Mutex::new(None),
             store_trouble: Mutex::new(None),
             blocked: Mutex::new(None),
+            held: AtomicI64::new(0),
+            progressed: Mutex::new(tokio::time::Instant::now()),
         }
     }
 }
@@ -75,6 +82,39 @@ impl Health {
         if let Ok(mut trouble) = self.store_trouble.lock() {
             // One line, whatever the error's text holds.
             *trouble = Some((at, reason.replace(['\n', '\r'], " ")));
+        }
+    }
+
+    /// A session begins: it holds nothing yet.
+    pub fn session_began(&self) {
+        self.held.store(0, Ordering::Relaxed);
+        *self.progressed.lock().unwrap_or_else(|e| e.into_inner()) = tokio::time::Instant::now();
+    }
+
+    /// A delivery was received.
+    pub fn received(&self) {
+        self.held.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// `n` deliveries were acked or handed back: progress.
+    pub fn finished(&self, n: usize) {
+        self.held.fetch_sub(n as i64, Ordering::Relaxed);
+        *self.progressed.lock().unwrap_or_else(|e| e.into_inner()) = tokio::time::Instant::now();
+    }
+
+    /// Resolves when the session has held deliveries and finished nothing
+    /// for `limit`, while neither the database (a batch retrying records
+    /// its trouble) nor the broker (an alarm) explains it; with how many
+    /// it holds.
+    pub async fn stalled(&self, limit: Duration) -> i64 {
+        let mut check = tokio::time::interval(limit.min(Duration::from_secs(5)));
+        loop {
+            check.tick().await;
+            let held = self.held.load(Ordering::Relaxed);
+            let since = *self.progressed.lock().unwrap_or_else(|e| e.into_inner());
+            if held > 0 && since.elapsed() >= limit && self.readiness_at(Instant::now()).is_ok() {
+                return held;
+            }
         }
     }
 
@@ -193,6 +233,28 @@ mod tests {
         );
         health.set_blocked(Some(Blocked::fixed(None)));
         assert_eq!(health.readiness(), Ok(()));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn held_deliveries_with_no_progress_and_nothing_to_explain_it_are_a_stall() {
+        let health = consuming();
+        health.session_began();
+        let limit = Duration::from_secs(60);
+        // Holding nothing is never a stall.
+        let idle = tokio::time::timeout(Duration::from_secs(600), health.stalled(limit)).await;
+        assert!(idle.is_err());
+        health.received();
+        health.received();
+        // A batch retrying for the database explains the wait.
+        health.store_failed("database: gone".into());
+        let retrying = tokio::time::timeout(Duration::from_secs(25), health.stalled(limit)).await;
+        assert!(retrying.is_err());
+        health.store_succeeded();
+        health.finished(1);
+        let stalled = tokio::time::timeout(Duration::from_secs(600), health.stalled(limit))
+            .await
+            .expect("a stall");
+        assert_eq!(stalled, 1);
     }
 
     #[test]

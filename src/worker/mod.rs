@@ -60,6 +60,11 @@ const COLLECTED_QUEUE: usize = 1;
 const DECIDED_QUEUE: usize = 4;
 const RECONNECT_MIN: Duration = Duration::from_millis(200);
 const RECONNECT_MAX: Duration = Duration::from_secs(10);
+/// How long a session may hold deliveries and finish none, with nothing
+/// known to explain it (no database trouble, no alarm), before it is ended
+/// and its deliveries go back to the broker: a safety net against a stage
+/// that waits for something that never comes.
+const STALL_LIMIT: Duration = Duration::from_secs(120);
 /// A session lost sooner than this counts as a failed node, so that a node
 /// that accepts and then drops the worker again and again is not retried
 /// without pause.
@@ -126,7 +131,19 @@ impl Worker {
             self.health.set_broker(true);
             self.health.set_blocked(Some(broker.blocked.clone()));
             let began = std::time::Instant::now();
-            let end = self.session(&broker, &shutdown, &mut backoff).await;
+            self.health.session_began();
+            let end = tokio::select! {
+                end = self.session(&broker, &shutdown, &mut backoff) => end,
+                held = self.health.stalled(STALL_LIMIT) => {
+                    metrics::counter!("procinst_stalls_total").increment(1);
+                    tracing::error!(
+                        held,
+                        limit = ?STALL_LIMIT,
+                        "the session holds deliveries and has finished none for the limit, with the database and the broker healthy; ending it so that they are redelivered"
+                    );
+                    Ok(SessionEnd::Lost(None))
+                }
+            };
             self.health.set_broker(false);
             self.health.set_blocked(None);
             self.health.set_consuming(false);
@@ -193,8 +210,9 @@ impl Worker {
             return Ok(SessionEnd::Lost(None));
         };
         let sightings = Arc::new(Sightings::default());
-        let bulk_sources =
-            Sources::new(bulk_consumers).sighted_by(sightings.clone(), topology.bulk_exchange());
+        let bulk_sources = Sources::new(bulk_consumers)
+            .sighted_by(sightings.clone(), topology.bulk_exchange())
+            .counted_in(self.health.clone());
         let bulk_done = CancellationToken::new();
         let sharing = async {
             if topology.bulk_shards > 0 {
@@ -214,7 +232,7 @@ impl Worker {
             self.lane(
                 broker,
                 interactive,
-                Sources::new(interactive_consumers),
+                Sources::new(interactive_consumers).counted_in(self.health.clone()),
                 &shared,
                 shutdown,
                 &over

@@ -16,6 +16,7 @@ use std::{
 use futures::{Stream, StreamExt};
 use lapin::{Consumer, message::Delivery};
 
+use super::Health;
 use super::share::Sightings;
 
 /// A delivery and the source it came from.
@@ -35,6 +36,8 @@ pub struct Sources {
     draining: bool,
     /// The bulk lane's: which businesses its deliveries carry.
     sightings: Option<(Arc<Sightings>, String)>,
+    /// Counts each delivery received, for the stall watch.
+    health: Option<Arc<Health>>,
 }
 
 impl Sources {
@@ -44,7 +47,15 @@ impl Sources {
             next: 0,
             draining: false,
             sightings: None,
+            health: None,
         }
+    }
+
+    /// Counts each delivery in `health`, which the deliver stage counts
+    /// off as it acks.
+    pub fn counted_in(mut self, health: Arc<Health>) -> Self {
+        self.health = Some(health);
+        self
     }
 
     /// Tells `sightings` the business of each delivery that came through
@@ -88,6 +99,9 @@ impl Stream for Sources {
                 Poll::Ready(Some(Ok(delivery))) => {
                     self.next = (source + 1) % n;
                     self.sight(source, &delivery);
+                    if let Some(health) = &self.health {
+                        health.received();
+                    }
                     return Poll::Ready(Some(Ok(Sourced { source, delivery })));
                 }
                 Poll::Ready(Some(Err(e))) => return Poll::Ready(Some(Err(e))),

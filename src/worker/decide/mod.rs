@@ -233,6 +233,7 @@ impl<'a> Decider<'a> {
         }
         metrics::gauge!("procinst_in_flight_deliveries", "lane" => lane)
             .decrement(messages.len() as f64);
+        self.health.finished(messages.len());
         None
     }
 
