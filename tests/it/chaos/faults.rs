@@ -145,6 +145,11 @@ impl World {
         eprintln!("the workers' logs are in {}", dir.display());
     }
 
+    /// The live workers' process ids.
+    pub fn pids(&self) -> Vec<u32> {
+        self.workers().iter().map(|w| w.child.id()).collect()
+    }
+
     fn pid(&self, slot: usize) -> u32 {
         self.workers()[slot].child.id()
     }

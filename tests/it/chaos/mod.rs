@@ -129,12 +129,26 @@ async fn run(seed: u64, seconds: u64, rate: f64) {
         }
         if Instant::now() > deadline {
             world.keep_logs();
+            // Who holds them: each consumer's tag names its worker's pid.
+            let consumers = any_node(&[
+                "list_consumers",
+                "queue_name",
+                "consumer_tag",
+                "channel_pid",
+            ])
+            .await;
+            let mine: Vec<&str> = consumers
+                .lines()
+                .filter(|l| l.starts_with(&env.request_queue))
+                .collect();
             panic!(
                 "the queues did not drain within {DRAIN:?} of the faults healing: \
                  {} confirmed requests unanswered (first: {:?}); queues holding messages \
-                 (name, ready, unacked): {held:?}",
+                 (name, ready, unacked): {held:?}; live workers {:?}; consumers:\n{}",
                 unanswered.len(),
                 &unanswered[..unanswered.len().min(10)],
+                world.pids(),
+                mine.join("\n"),
             );
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
