@@ -210,6 +210,23 @@ pub struct Settings {
     /// `amqps://` connections besides the system roots.
     #[arg(long, env = "PROCINST_AMQP_CA_FILE", global = true)]
     pub amqp_ca_file: Option<PathBuf>,
+    /// PEM file of the certificate (chain) `amqps://` connections present
+    /// to the broker; with `PROCINST_AMQP_CLIENT_KEY_FILE`.
+    #[arg(
+        long,
+        env = "PROCINST_AMQP_CLIENT_CERT_FILE",
+        requires = "amqp_client_key_file",
+        global = true
+    )]
+    pub amqp_client_cert_file: Option<PathBuf>,
+    /// PEM file (PKCS#8) of the client certificate's private key.
+    #[arg(
+        long,
+        env = "PROCINST_AMQP_CLIENT_KEY_FILE",
+        requires = "amqp_client_cert_file",
+        global = true
+    )]
+    pub amqp_client_key_file: Option<PathBuf>,
     /// PostgreSQL URL (credentials are never logged).
     #[arg(
         long,
@@ -442,6 +459,14 @@ impl Settings {
 
     pub fn batch_linger(&self) -> Duration {
         Duration::from_millis(self.batch_linger_ms)
+    }
+
+    /// The broker client certificate's files, when both are given.
+    pub fn amqp_client_cert(&self) -> Option<crate::broker::ClientCertFiles<'_>> {
+        Some(crate::broker::ClientCertFiles {
+            cert: self.amqp_client_cert_file.as_deref()?,
+            key: self.amqp_client_key_file.as_deref()?,
+        })
     }
 
     pub fn bulk_shard_idle(&self) -> Duration {

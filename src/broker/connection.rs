@@ -25,7 +25,10 @@ impl Cluster {
     pub fn from_settings(settings: &Settings) -> Result<Cluster, BrokerError> {
         Ok(Cluster {
             endpoints: Endpoints::parse(settings.amqp_url.expose())?,
-            tls: tls::trust(settings.amqp_ca_file.as_deref())?,
+            tls: tls::tls_config(
+                settings.amqp_ca_file.as_deref(),
+                settings.amqp_client_cert(),
+            )?,
         })
     }
 }

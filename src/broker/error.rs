@@ -30,6 +30,13 @@ pub enum BrokerError {
     /// `PROCINST_AMQP_CA_FILE` cannot be used.
     #[error("PROCINST_AMQP_CA_FILE {path} is not usable: {reason}")]
     CaFile { path: String, reason: String },
+    /// The client certificate or its key cannot be used.
+    #[error("{setting} {path} is not usable: {reason}")]
+    ClientCert {
+        setting: &'static str,
+        path: String,
+        reason: String,
+    },
     /// RabbitMQ did not answer in time: a half-open network path, or a
     /// broker too busy to be useful. Treated like a lost connection.
     #[error("no answer from RabbitMQ within {after:?} while {what}")]
@@ -67,7 +74,10 @@ impl BrokerError {
     pub fn is_fatal(&self) -> bool {
         matches!(
             self,
-            BrokerError::Topology { .. } | BrokerError::Address(_) | BrokerError::CaFile { .. }
+            BrokerError::Topology { .. }
+                | BrokerError::Address(_)
+                | BrokerError::CaFile { .. }
+                | BrokerError::ClientCert { .. }
         )
     }
 }

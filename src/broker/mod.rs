@@ -21,6 +21,7 @@ pub use endpoints::{AddressError, Endpoint, Endpoints, Rotation, redact_list};
 pub use error::BrokerError;
 pub use inbox::{Inbox, InboxReply};
 pub use publisher::{Outgoing, Publisher, reply_properties, started};
+pub use tls::ClientCertFiles;
 pub use topology::declare;
 
 /// Direct reply-to pseudo-queue; replies to it reach the requester's channel.

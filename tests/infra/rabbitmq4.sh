@@ -142,6 +142,7 @@ start_node() {
     RABBITMQ_DIST_PORT=$((port + 20000)) \
     RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS="$erl_args" \
     ${RABBITMQ_CONFIG_FILE:+RABBITMQ_CONFIG_FILE="$RABBITMQ_CONFIG_FILE"} \
+    ${RABBITMQ_ENABLED_PLUGINS_FILE:+RABBITMQ_ENABLED_PLUGINS_FILE="$RABBITMQ_ENABLED_PLUGINS_FILE"} \
     rabbitmq-server >"$ROOT/var/log/procinst/$name.log" 2>&1 </dev/null &
   for _ in $(seq 1 120); do
     if ctl "$name" await_startup --timeout 1 >/dev/null 2>&1; then

@@ -69,6 +69,105 @@ async fn amqps_works_with_the_ca_file_and_an_untrusted_certificate_fails_fast_an
     assert!(stderr.contains(&redacted), "names the node: {stderr}");
 }
 
+/// A broker that asks for a client certificate: one of its CA logs in by
+/// its common name (EXTERNAL) or with a password beside it (PLAIN); none,
+/// or one of another CA, fails at once and says so.
+#[tokio::test]
+#[ignore = "needs the RabbitMQ 4 chroot: tests/infra/rabbitmq4.sh up"]
+async fn a_client_certificate_logs_in_by_its_name_and_a_missing_or_untrusted_one_fails_fast() {
+    let (node, ca) = TlsNode::start_with(Peers::Certified);
+    let user = "procinst-by-certificate";
+    node.ctl(&["add_user", user, &unique("unused-password")]);
+    node.ctl(&["set_permissions", "-p", "/", user, ".*", ".*", ".*"]);
+    let write = |name: &str, pem: String| {
+        let path = node.dir.join(name);
+        std::fs::write(&path, pem).expect("write PEM");
+        path.to_string_lossy().into_owned()
+    };
+    let (cert, key) = ca.client(user);
+    let (cert, key) = (write("client.pem", cert), write("client.key", key));
+    let (stranger_cert, stranger_key) = Ca::new("a stranger's CA").client(user);
+    let (stranger_cert, stranger_key) = (
+        write("stranger.pem", stranger_cert),
+        write("stranger.key", stranger_key),
+    );
+    let trusted = node.ca_file.to_string_lossy().into_owned();
+    let external = format!(
+        "amqps://localhost:{}/%2f?auth_mechanism=external",
+        node.tls_port
+    );
+    let mut env = Env::on_broker(&external).await;
+    env.service_instance(1, 10, "0", 0, 1).await;
+    let certified = [
+        ("PROCINST_AMQP_CA_FILE", trusted.as_str()),
+        ("PROCINST_AMQP_CLIENT_CERT_FILE", cert.as_str()),
+        ("PROCINST_AMQP_CLIENT_KEY_FILE", key.as_str()),
+    ];
+
+    // EXTERNAL: the worker and `publish --wait` log in by the certificate.
+    env.start_worker(&certified).await;
+    let connections = node.ctl(&["list_connections", "-q", "user", "auth_mechanism"]);
+    assert!(
+        connections
+            .lines()
+            .any(|l| l.split_whitespace().eq([user, "EXTERNAL"])),
+        "the worker logged in as {user} by EXTERNAL: {connections}"
+    );
+    let line = request("cert-1", 1, 10, "c", 1).to_string();
+    let out = env.procinst_with(&["publish", "--wait", "-"], Some(&line), &certified);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "publish with a client certificate: {stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains(r#""result":true"#), "{stdout}");
+    // PLAIN beside the certificate.
+    let plain = format!("amqps://guest:guest@localhost:{}/%2f", node.tls_port);
+    let mut with_password = certified.to_vec();
+    with_password.push(("AMQP_URL", plain.as_str()));
+    let out = env.procinst_with(&["dlq", "list"], None, &with_password);
+    assert!(
+        out.status.success(),
+        "PLAIN with a certificate: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    for (what, extra) in [
+        (
+            "no client certificate",
+            vec![("PROCINST_AMQP_CA_FILE", trusted.as_str())],
+        ),
+        (
+            "a certificate of another CA",
+            vec![
+                ("PROCINST_AMQP_CA_FILE", trusted.as_str()),
+                ("PROCINST_AMQP_CLIENT_CERT_FILE", stranger_cert.as_str()),
+                ("PROCINST_AMQP_CLIENT_KEY_FILE", stranger_key.as_str()),
+            ],
+        ),
+    ] {
+        let started = Instant::now();
+        let out = env.procinst_with(&["dlq", "list"], None, &extra);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{what} is refused");
+        assert!(
+            started.elapsed() < REFUSED_WITHIN,
+            "{what}: refused within {REFUSED_WITHIN:?}, took {:?}",
+            started.elapsed()
+        );
+        assert!(
+            stderr.to_lowercase().contains("certificate") || stderr.contains("UnknownCA"),
+            "{what}: {stderr}"
+        );
+        eprintln!(
+            "{what}: refused in {:?}: {}",
+            started.elapsed(),
+            stderr.trim()
+        );
+    }
+}
+
 /// A certificate authority of the test's own.
 struct Ca(CertifiedIssuer<'static, KeyPair>);
 
@@ -85,6 +184,18 @@ impl Ca {
 
     fn pem(&self) -> String {
         self.0.pem()
+    }
+
+    /// A client certificate whose common name is `user`, and its key.
+    fn client(&self, user: &str) -> (String, String) {
+        let mut params = CertificateParams::new(Vec::new()).expect("params");
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, user);
+        params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+        let key = KeyPair::generate().expect("client key");
+        let cert = params.signed_by(&key, &self.0).expect("client certificate");
+        (cert.pem(), key.serialize_pem())
     }
 
     /// A server certificate for localhost and 127.0.0.1, and its key.
@@ -107,8 +218,24 @@ struct TlsNode {
     ca_file: PathBuf,
 }
 
+/// What a [`TlsNode`] asks of its clients.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Peers {
+    /// Nothing: any client may connect (`verify_none`).
+    Anyone,
+    /// A certificate of the node's CA (`verify_peer`,
+    /// `fail_if_no_peer_cert`), and EXTERNAL among the mechanisms, logging
+    /// in by the certificate's common name.
+    Certified,
+}
+
 impl TlsNode {
     fn start() -> TlsNode {
+        TlsNode::start_with(Peers::Anyone).0
+    }
+
+    /// The node and its CA.
+    fn start_with(peers: Peers) -> (TlsNode, Ca) {
         let root = chroot_root();
         let id = unique("tls");
         let inside = PathBuf::from("/tmp").join(&id);
@@ -126,16 +253,32 @@ impl TlsNode {
         }
         let tcp_port = free_port();
         let tls_port = free_port();
-        let config = format!(
+        let mut config = format!(
             "listeners.ssl.default = {tls_port}\n\
              ssl_options.cacertfile = {at}/ca.pem\n\
              ssl_options.certfile = {at}/server.pem\n\
-             ssl_options.keyfile = {at}/server.key\n\
-             ssl_options.verify = verify_none\n\
-             ssl_options.fail_if_no_peer_cert = false\n",
+             ssl_options.keyfile = {at}/server.key\n",
             at = inside.display()
         );
+        config.push_str(match peers {
+            Peers::Anyone => {
+                "ssl_options.verify = verify_none\nssl_options.fail_if_no_peer_cert = false\n"
+            }
+            Peers::Certified => {
+                "ssl_options.verify = verify_peer\n\
+                 ssl_options.fail_if_no_peer_cert = true\n\
+                 auth_mechanisms.1 = PLAIN\n\
+                 auth_mechanisms.2 = AMQPLAIN\n\
+                 auth_mechanisms.3 = EXTERNAL\n\
+                 ssl_cert_login_from = common_name\n"
+            }
+        });
         std::fs::write(dir.join("rabbitmq.conf"), config).expect("write rabbitmq.conf");
+        std::fs::write(
+            dir.join("enabled_plugins"),
+            "[rabbitmq_auth_mechanism_ssl].\n",
+        )
+        .expect("write enabled_plugins");
         open_up(&dir);
         let node = TlsNode {
             name: format!("procinst4tls{}", std::process::id()),
@@ -146,10 +289,29 @@ impl TlsNode {
         let started = Command::new(script())
             .args(["start", &node.name, &tcp_port.to_string()])
             .env("RABBITMQ_CONFIG_FILE", inside.join("rabbitmq.conf"))
+            .env(
+                "RABBITMQ_ENABLED_PLUGINS_FILE",
+                inside.join("enabled_plugins"),
+            )
             .status()
             .expect("run rabbitmq4.sh start");
         assert!(started.success(), "the TLS node starts");
-        node
+        (node, ca)
+    }
+
+    /// `rabbitmqctl ARGS` on this node, which must succeed; its output.
+    fn ctl(&self, args: &[&str]) -> String {
+        let out = Command::new(script())
+            .args(["ctl", &self.name])
+            .args(args)
+            .output()
+            .expect("rabbitmq4.sh ctl");
+        assert!(
+            out.status.success(),
+            "rabbitmqctl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
     }
 }
 
