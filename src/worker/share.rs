@@ -221,7 +221,6 @@ impl<'a> Sharer<'a> {
             .map_err(|e| error_chain(&e))?;
         for holder in &idle.holders {
             let shard = self.topology.bulk_shard(holder.shard);
-            let channel = self.channel().await?;
             // A shard beyond the count is no longer consumed: unbound at
             // once, so that nothing more is stranded in it.
             if holder.shard < shards_now {
@@ -229,23 +228,40 @@ impl<'a> Sharer<'a> {
                     passive: true,
                     ..Default::default()
                 };
-                let queue = channel
+                let declared = self
+                    .channel()
+                    .await?
                     .queue_declare(shard.as_str().into(), passive, FieldTable::default())
-                    .await
-                    .map_err(|e| error_chain(&e))?;
-                if queue.message_count() > 0 {
-                    continue;
+                    .await;
+                match declared {
+                    Ok(queue) if queue.message_count() > 0 => continue,
+                    Ok(_) => {}
+                    // Deleted by hand: nothing to unbind, and the record goes.
+                    Err(e) if not_found(&e) => {
+                        self.channel = None;
+                        idle.release(&exchange, *holder)
+                            .await
+                            .map_err(|e| error_chain(&e))?;
+                        continue;
+                    }
+                    Err(e) => return Err(error_chain(&e)),
                 }
             }
-            channel
+            let unbound = self
+                .channel()
+                .await?
                 .queue_unbind(
                     shard.as_str().into(),
                     exchange.as_str().into(),
                     holder.bk_biz_id.to_string().as_str().into(),
                     FieldTable::default(),
                 )
-                .await
-                .map_err(|e| error_chain(&e))?;
+                .await;
+            match unbound {
+                Ok(()) => {}
+                Err(e) if not_found(&e) => self.channel = None,
+                Err(e) => return Err(error_chain(&e)),
+            }
             idle.release(&exchange, *holder)
                 .await
                 .map_err(|e| error_chain(&e))?;
@@ -255,7 +271,14 @@ impl<'a> Sharer<'a> {
         }
         idle.commit().await.map_err(|e| error_chain(&e))
     }
+}
 
+/// RabbitMQ's NOT_FOUND: the queue (or exchange) is not there.
+fn not_found(error: &lapin::Error) -> bool {
+    matches!(error.kind(), lapin::ErrorKind::ProtocolError(amqp) if amqp.get_id() == 404)
+}
+
+impl Sharer<'_> {
     async fn channel(&mut self) -> Result<&Channel, String> {
         if self
             .channel

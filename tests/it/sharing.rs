@@ -278,3 +278,48 @@ async fn two_backfills_share_the_bulk_lane_for_twenty_random_pairs_of_businesses
         "FIGURE sharing: at most {worst} of a backfill of {LARGE} answered while one of {SMALL} published after it was, over 20 random pairs"
     );
 }
+
+/// Lowering `PROCINST_BULK_SHARDS`: a business holding a shard beyond the
+/// new count loses it at once (unbound, its record gone), also when the
+/// shard's queue was deleted by hand; its messages go to the bulk queue.
+#[tokio::test]
+async fn a_shard_beyond_a_lowered_count_is_given_up_even_when_its_queue_is_gone() {
+    let mut env = Env::new().await;
+    env.service_instance(1, 31, "0", 0, 1).await;
+    env.service_instance(2, 32, "0", 0, 1).await;
+    let first = env.start_worker(&[("PROCINST_BULK_SHARDS", "2")]).await;
+    let client = env.client().await;
+    let exchange = env.bulk_queue();
+    publish_as_business(&client, &exchange, 31, &[request("s-31", 1, 31, "a", 1)]).await;
+    assert_eq!(shard_of(&env, 31).await, 0);
+    publish_as_business(&client, &exchange, 32, &[request("s-32", 2, 32, "b", 1)]).await;
+    assert_eq!(shard_of(&env, 32).await, 1);
+    client.replies_by_id(&env.reply_queue, 2).await;
+    env.worker(first).kill();
+    let channel = client.connection.create_channel().await.expect("channel");
+    channel
+        .queue_delete(env.bulk_shard(1).as_str().into(), Default::default())
+        .await
+        .expect("delete shard 1");
+
+    env.start_worker(&[("PROCINST_BULK_SHARDS", "1")]).await;
+    let db = env.db().await;
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let left: Vec<i64> = db
+            .query("SELECT bk_biz_id FROM bulk_shard ORDER BY shard", &[])
+            .await
+            .expect("bulk_shard")
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        if left == [31] {
+            break;
+        }
+        assert!(Instant::now() < deadline, "shard 1 was never given up: {left:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    publish_as_business(&client, &exchange, 32, &[request("s-32-again", 2, 32, "c", 1)]).await;
+    let replies = client.replies_by_id(&env.reply_queue, 1).await;
+    assert_eq!(replies["s-32-again"].json["code"], 0);
+}
