@@ -316,10 +316,19 @@ async fn a_shard_beyond_a_lowered_count_is_given_up_even_when_its_queue_is_gone(
         if left == [31] {
             break;
         }
-        assert!(Instant::now() < deadline, "shard 1 was never given up: {left:?}");
+        assert!(
+            Instant::now() < deadline,
+            "shard 1 was never given up: {left:?}"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    publish_as_business(&client, &exchange, 32, &[request("s-32-again", 2, 32, "c", 1)]).await;
+    publish_as_business(
+        &client,
+        &exchange,
+        32,
+        &[request("s-32-again", 2, 32, "c", 1)],
+    )
+    .await;
     let replies = client.replies_by_id(&env.reply_queue, 1).await;
     assert_eq!(replies["s-32-again"].json["code"], 0);
 }
