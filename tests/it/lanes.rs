@@ -97,10 +97,22 @@ async fn a_deployment_that_names_its_bulk_queue_gets_it() {
         .await;
     let reply = client.replies(&env.reply_queue, 1).await.remove(0);
     assert_eq!(reply.json["code"], json!(0));
-    let _ = client
-        .channel
-        .queue_delete(own.as_str().into(), Default::default())
-        .await;
+    // The environment removes the names it made; these are the test's.
+    env.worker(0).kill();
+    let queues = std::iter::once(own.clone())
+        .chain((0..crate::helpers::MAX_TEST_BULK_SHARDS).map(|i| format!("{own}.{i}")));
+    for queue in queues {
+        let _ = client
+            .channel
+            .queue_delete(queue.as_str().into(), Default::default())
+            .await;
+    }
+    for exchange in [own.clone(), format!("{own}.unrouted")] {
+        let _ = client
+            .channel
+            .exchange_delete(exchange.as_str().into(), Default::default())
+            .await;
+    }
 }
 
 #[tokio::test]

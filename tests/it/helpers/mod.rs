@@ -19,8 +19,8 @@ mod worker;
 
 pub use client::{Client, connect_any, header_text};
 pub use env::{
-    Env, PG_ADMIN_URL, TEST_BULK_SHARDS, WAIT, amqp_addr, amqp_url, amqp_url_via, connect,
-    rabbitmqctl, unique,
+    Env, MAX_TEST_BULK_SHARDS, PG_ADMIN_URL, TEST_BULK_SHARDS, WAIT, amqp_addr, amqp_url,
+    amqp_url_via, connect, rabbitmqctl, unique,
 };
 pub use fixtures::{request, seed_request};
 pub use wait::eventually_true;
