@@ -9,10 +9,7 @@ use crate::store;
 /// Creates the database if needed and applies pending migrations: the
 /// schema owner's command.
 pub async fn run(settings: &Settings) -> anyhow::Result<ExitCode> {
-    let url = redact_url(settings.database_url.expose());
-    store::ensure_database(settings.database_url.expose())
-        .await
-        .with_context(|| format!("cannot reach or create the database at {url}"))?;
+    let url = ensure_database(settings).await?;
     let applied = store::migrate(settings.database_url.expose())
         .await
         .with_context(|| format!("cannot migrate the database at {url}"))?;
@@ -30,10 +27,7 @@ pub async fn run(settings: &Settings) -> anyhow::Result<ExitCode> {
 /// and who must migrate. A newer schema (a newer procinst migrated it) is
 /// used with a warning: migrations only add.
 pub async fn prepare_database(settings: &Settings) -> anyhow::Result<()> {
-    let url = redact_url(settings.database_url.expose());
-    store::ensure_database(settings.database_url.expose())
-        .await
-        .with_context(|| format!("cannot reach or create the database at {url}"))?;
+    let url = ensure_database(settings).await?;
     let needed = store::required_version();
     let found = store::schema_version(settings.database_url.expose())
         .await
@@ -69,6 +63,16 @@ pub async fn prepare_database(settings: &Settings) -> anyhow::Result<()> {
             )))
         }
     }
+}
+
+/// The database exists (created when missing and allowed); its URL with
+/// the password hidden, for errors.
+async fn ensure_database(settings: &Settings) -> anyhow::Result<String> {
+    let url = redact_url(settings.database_url.expose());
+    store::ensure_database(settings.database_url.expose())
+        .await
+        .with_context(|| format!("cannot reach or create the database at {url}"))?;
+    Ok(url)
 }
 
 fn log_applied(applied: &[String]) {

@@ -143,17 +143,16 @@ impl<'a> Sharer<'a> {
             self.recent.insert(business, now);
             if let Err(e) = self.give(business).await {
                 self.channel = None;
-                tracing::warn!(bk_biz_id = business, error = %e, "could not give a business a shard of the bulk lane; it is served from the bulk queue");
+                tracing::warn!(bk_biz_id = business, error = %error_chain(&*e), "could not give a business a shard of the bulk lane; it is served from the bulk queue");
             }
         }
     }
 
-    async fn give(&mut self, business: i64) -> Result<(), String> {
+    async fn give(&mut self, business: i64) -> anyhow::Result<()> {
         let exchange = self.topology.bulk_exchange();
-        let mut client = self.pool.get().await.map_err(|e| error_chain(&e))?;
-        let held = shards::hold(&mut client, &exchange, self.topology.bulk_shards, business)
-            .await
-            .map_err(|e| error_chain(&e))?;
+        let mut client = self.pool.get().await?;
+        let held =
+            shards::hold(&mut client, &exchange, self.topology.bulk_shards, business).await?;
         let Some(held) = held else {
             tracing::debug!(
                 bk_biz_id = business,
@@ -173,10 +172,9 @@ impl<'a> Sharer<'a> {
                 QueueBindOptions::default(),
                 FieldTable::default(),
             )
-            .await
-            .map_err(|e| error_chain(&e))?;
+            .await?;
         let new = held.new;
-        held.commit().await.map_err(|e| error_chain(&e))?;
+        held.commit().await?;
         if new {
             metrics::counter!("procinst_bulk_shard_changes_total", "change" => "given")
                 .increment(1);
@@ -191,13 +189,12 @@ impl<'a> Sharer<'a> {
             return;
         }
         let recorded = async {
-            let client = self.pool.get().await.map_err(|e| error_chain(&e))?;
-            shards::seen(&client, &self.topology.bulk_exchange(), &seen)
-                .await
-                .map_err(|e| error_chain(&e))
+            let client = self.pool.get().await?;
+            shards::seen(&client, &self.topology.bulk_exchange(), &seen).await?;
+            anyhow::Ok(())
         };
         if let Err(e) = recorded.await {
-            tracing::warn!(error = %e, "could not record which businesses the bulk lane's shards served");
+            tracing::warn!(error = %error_chain(&*e), "could not record which businesses the bulk lane's shards served");
         }
     }
 
@@ -208,17 +205,15 @@ impl<'a> Sharer<'a> {
     async fn take_back_idle(&mut self) {
         if let Err(e) = self.take_back().await {
             self.channel = None;
-            tracing::warn!(error = %e, "could not take back the bulk lane's idle shards");
+            tracing::warn!(error = %error_chain(&*e), "could not take back the bulk lane's idle shards");
         }
     }
 
-    async fn take_back(&mut self) -> Result<(), String> {
+    async fn take_back(&mut self) -> anyhow::Result<()> {
         let exchange = self.topology.bulk_exchange();
         let shards_now = self.topology.bulk_shards;
-        let mut client = self.pool.get().await.map_err(|e| error_chain(&e))?;
-        let idle = shards::idle(&mut client, &exchange, shards_now, self.idle)
-            .await
-            .map_err(|e| error_chain(&e))?;
+        let mut client = self.pool.get().await?;
+        let idle = shards::idle(&mut client, &exchange, shards_now, self.idle).await?;
         for holder in &idle.holders {
             let shard = self.topology.bulk_shard(holder.shard);
             // A shard beyond the count is no longer consumed: unbound at
@@ -239,12 +234,10 @@ impl<'a> Sharer<'a> {
                     // Deleted by hand: nothing to unbind, and the record goes.
                     Err(e) if not_found(&e) => {
                         self.channel = None;
-                        idle.release(&exchange, *holder)
-                            .await
-                            .map_err(|e| error_chain(&e))?;
+                        idle.release(&exchange, *holder).await?;
                         continue;
                     }
-                    Err(e) => return Err(error_chain(&e)),
+                    Err(e) => return Err(e.into()),
                 }
             }
             let unbound = self
@@ -260,16 +253,14 @@ impl<'a> Sharer<'a> {
             match unbound {
                 Ok(()) => {}
                 Err(e) if not_found(&e) => self.channel = None,
-                Err(e) => return Err(error_chain(&e)),
+                Err(e) => return Err(e.into()),
             }
-            idle.release(&exchange, *holder)
-                .await
-                .map_err(|e| error_chain(&e))?;
+            idle.release(&exchange, *holder).await?;
             metrics::counter!("procinst_bulk_shard_changes_total", "change" => "taken back")
                 .increment(1);
             tracing::info!(bk_biz_id = holder.bk_biz_id, %shard, "idle business's shard of the bulk lane taken back");
         }
-        idle.commit().await.map_err(|e| error_chain(&e))
+        Ok(idle.commit().await?)
     }
 }
 
@@ -279,18 +270,13 @@ fn not_found(error: &lapin::Error) -> bool {
 }
 
 impl Sharer<'_> {
-    async fn channel(&mut self) -> Result<&Channel, String> {
+    async fn channel(&mut self) -> anyhow::Result<&Channel> {
         if self
             .channel
             .as_ref()
             .is_none_or(|c| !c.status().connected())
         {
-            let channel = self
-                .broker
-                .connection
-                .create_channel()
-                .await
-                .map_err(|e| error_chain(&e))?;
+            let channel = self.broker.connection.create_channel().await?;
             self.channel = Some(channel);
         }
         Ok(self.channel.as_ref().expect("opened above"))

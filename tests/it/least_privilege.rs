@@ -25,22 +25,16 @@ impl Roles {
 
     /// Runs `deploy/postgres/roles.sql` in `database` as the superuser.
     fn grant(&self, database: &str) {
-        let out = Command::new("psql")
-            .arg(format!("postgres://postgres@127.0.0.1:5432/{database}"))
-            .args(["-v", "ON_ERROR_STOP=1", "-v"])
-            .arg(format!("owner={}", self.owner))
-            .arg("-v")
-            .arg(format!("app={}", self.app))
-            .args([
+        psql(
+            database,
+            &[
+                "-v",
+                &format!("owner={}", self.owner),
+                "-v",
+                &format!("app={}", self.app),
                 "-f",
                 concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/postgres/roles.sql"),
-            ])
-            .output()
-            .expect("psql");
-        assert!(
-            out.status.success(),
-            "roles.sql: {}",
-            String::from_utf8_lossy(&out.stderr)
+            ],
         );
     }
 
@@ -61,15 +55,18 @@ impl Drop for Roles {
     }
 }
 
-fn psql(database: &str, sql: &str) {
+/// `psql ARGS` in `database` as the superuser, stopping at the first
+/// error; it must succeed.
+fn psql(database: &str, args: &[&str]) {
     let out = Command::new("psql")
         .arg(format!("postgres://postgres@127.0.0.1:5432/{database}"))
-        .args(["-v", "ON_ERROR_STOP=1", "-qc", sql])
+        .args(["-v", "ON_ERROR_STOP=1", "-q"])
+        .args(args)
         .output()
         .expect("psql");
     assert!(
         out.status.success(),
-        "{sql}: {}",
+        "psql {args:?}: {}",
         String::from_utf8_lossy(&out.stderr)
     );
 }
@@ -81,8 +78,11 @@ async fn the_owner_migrates_and_every_command_runs_as_a_role_that_only_reads_and
     let mut env = Env::new().await;
     let db = env.database.clone();
     // A database of the owner's: empty, then the roles, then its migration.
-    psql("postgres", &format!("DROP DATABASE \"{db}\" WITH (FORCE)"));
-    psql("postgres", &format!("CREATE DATABASE \"{db}\""));
+    psql(
+        "postgres",
+        &["-c", &format!("DROP DATABASE \"{db}\" WITH (FORCE)")],
+    );
+    psql("postgres", &["-c", &format!("CREATE DATABASE \"{db}\"")]);
     roles.grant(&db);
     let owner_url = Roles::url(&roles.owner, &db);
     let app_url = Roles::url(&roles.app, &db);
@@ -160,7 +160,10 @@ async fn the_owner_migrates_and_every_command_runs_as_a_role_that_only_reads_and
     // who must migrate, and does not get ready.
     psql(
         &db,
-        "DELETE FROM refinery_schema_history WHERE version = (SELECT max(version) FROM refinery_schema_history)",
+        &[
+            "-c",
+            "DELETE FROM refinery_schema_history WHERE version = (SELECT max(version) FROM refinery_schema_history)",
+        ],
     );
     let needed = env
         .count("SELECT (max(version) + 1)::int8 FROM refinery_schema_history")

@@ -13,16 +13,21 @@ use serde_json::Value;
 use crate::helpers::{Client, Env, WAIT, request};
 
 /// Publishes `bodies` to the bulk exchange with `business` as the routing
-/// key, as another team's job would, confirms awaited together.
+/// key, as another team's job would.
 async fn publish_as_business(client: &Client, exchange: &str, business: i64, bodies: &[Value]) {
-    let key = business.to_string();
+    publish_routed(client, exchange, &business.to_string(), bodies).await;
+}
+
+/// Publishes `bodies` persistently to `exchange` with `key`, confirms
+/// awaited together.
+async fn publish_routed(client: &Client, exchange: &str, key: &str, bodies: &[Value]) {
     let mut confirms = Vec::with_capacity(bodies.len());
     for body in bodies {
         let confirm = client
             .channel
             .basic_publish(
                 exchange.into(),
-                key.as_str().into(),
+                key.into(),
                 BasicPublishOptions::default(),
                 &serde_json::to_vec(body).expect("json"),
                 BasicProperties::default().with_delivery_mode(2),
@@ -156,20 +161,7 @@ async fn a_request_without_a_business_key_goes_to_the_bulk_queue_and_is_answered
         (env.bulk_queue(), "biz-ten".to_owned(), "word-key"),
         (String::new(), env.bulk_queue(), "by-name"),
     ] {
-        let confirm = client
-            .channel
-            .basic_publish(
-                exchange.as_str().into(),
-                key.as_str().into(),
-                BasicPublishOptions::default(),
-                &serde_json::to_vec(&request(id, 1, 10, id, 1)).expect("json"),
-                BasicProperties::default().with_delivery_mode(2),
-            )
-            .await
-            .expect("publish")
-            .await
-            .expect("confirm");
-        assert!(confirm.is_ack());
+        publish_routed(&client, &exchange, &key, &[request(id, 1, 10, id, 1)]).await;
     }
     let replies = client.replies_by_id(&env.reply_queue, 3).await;
     for id in ["empty-key", "word-key", "by-name"] {
